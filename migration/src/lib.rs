@@ -1,0 +1,31 @@
+//! Schema migrations of exposure-store.
+//!
+//! The DDL is rendered with the PostgreSQL query builder and must run
+//! unchanged on both DuckDB and PostgreSQL. It therefore avoids what DuckDB
+//! rejects (identity/serial columns, `jsonb`, cascading foreign keys,
+//! multi-action `ALTER TABLE`): ids come from an explicit sequence, JSON is
+//! plain `json`, scores are `double precision`, and enumerated text columns
+//! are restricted with `CHECK` constraints. Every `CREATE` uses
+//! `IF NOT EXISTS` (so an existing, hand-made database is adopted) and every
+//! `DROP` uses `IF EXISTS`.
+
+pub use sea_orm_migration::prelude::*;
+
+pub mod commands;
+mod m20261128_000001_create_exposure_events;
+mod m20261128_000002_create_exposures_current;
+mod m20261128_000003_create_quarantined_files;
+
+/// The list of migrations of exposure-store, in the order they are applied.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_create_exposure_events::Migration),
+            Box::new(m20261128_000002_create_exposures_current::Migration),
+            Box::new(m20261128_000003_create_quarantined_files::Migration),
+        ]
+    }
+}

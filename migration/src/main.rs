@@ -1,0 +1,63 @@
+//! `cargo run -p migration -- <up|down|status|fresh|refresh|reset>`: the
+//! schema migrations against the DuckDB database at `DB_PATH`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use migration::commands::{self, DEFAULT_DB_PATH, MigrateCommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Schema migrations of exposure-store")]
+struct Args {
+    /// DuckDB database file (created, with its directory, if missing).
+    #[arg(long, env = "DB_PATH", default_value = DEFAULT_DB_PATH)]
+    db_path: PathBuf,
+    /// What to do (default: up).
+    #[command(subcommand)]
+    command: Option<MigrateCommand>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if std::env::var("DATABASE_URL").is_ok_and(|url| url.starts_with("postgres")) {
+        eprintln!(
+            "error: DATABASE_URL points at PostgreSQL, which this version does not support yet; unset it to use DuckDB at DB_PATH"
+        );
+        return ExitCode::from(2);
+    }
+    let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
+    let opened = duckdb_adapter::ensure_parent_dir(&args.db_path)
+        .and_then(|()| duckdb_adapter::Instance::open(&args.db_path));
+    let instance = match opened {
+        Ok(instance) => instance,
+        Err(e) => {
+            eprintln!(
+                "error: cannot open database '{}': {e}",
+                args.db_path.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match commands::run_on_duckdb(&instance, command).await {
+        Ok(states) => {
+            print!("{}", commands::render(&states));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: migration failed on '{}': {e}",
+                args.db_path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+use duckdb_adapter::{AdapterError, ErrorKind};
+use sea_orm::DbErr;
+
+/// Result of exposure-store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in exposure-store's library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database could not be opened: a bad path, a directory that cannot
+    /// be created, or a file locked by another process.
+    #[error("cannot open database '{}': {reason}", path.display())]
+    Open {
+        /// The path as given.
+        path: PathBuf,
+        /// Why (DuckDB's message when it refused the file).
+        reason: String,
+    },
+    /// A primary key, unique, NOT NULL or CHECK constraint was violated.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// A write-write conflict with a concurrent transaction; the whole unit
+    /// of work may be retried.
+    #[error("write conflict with a concurrent transaction: {0}")]
+    Conflict(String),
+    /// A statement of the unit of work failed, so it was rolled back instead
+    /// of committed (even though the work itself returned `Ok`).
+    #[error("{0}")]
+    Aborted(String),
+    /// Applying or inspecting migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[source] DbErr),
+    /// A bug in exposure-store itself (a statement that could not be built,
+    /// a stored value outside its vocabulary).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Any other database error, with the database's own message.
+    #[error("database error: {0}")]
+    Database(#[source] DbErr),
+}
+
+impl Error {
+    /// Whether retrying the whole unit of work may succeed (a write-write
+    /// conflict with a concurrent transaction).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict(_))
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        match duckdb_adapter::error_kind(&err) {
+            ErrorKind::Constraint => Self::Constraint(inner_message(&err)),
+            ErrorKind::Conflict => Self::Conflict(inner_message(&err)),
+            ErrorKind::Aborted => Self::Aborted(inner_message(&err)),
+            _ => Self::Database(err),
+        }
+    }
+}
+
+impl From<AdapterError> for Error {
+    fn from(err: AdapterError) -> Self {
+        match err {
+            AdapterError::TransactionAborted(_) => Self::Aborted(err.to_string()),
+            other => Self::from(other.into_exec_err()),
+        }
+    }
+}
+
+/// The database's message without Sea-ORM's "Execution Error: " prefix.
+fn inner_message(err: &DbErr) -> String {
+    match err {
+        DbErr::Exec(inner) | DbErr::Query(inner) | DbErr::Conn(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,171 @@
+//! Migrations: idempotent, concurrent-safe, adopt hand-made databases, and
+//! every verb works on DuckDB.
+
+use exposure_store::entity::prelude::*;
+use exposure_store::migration::commands::{MigrateCommand, MigrationState};
+use exposure_store::{Database, Error};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait};
+
+use crate::helpers::{TestDb, TestResult, event};
+
+fn applied(states: &[MigrationState]) -> usize {
+    states.iter().filter(|s| s.applied).count()
+}
+
+#[tokio::test]
+async fn init_is_idempotent_and_keeps_data() -> TestResult {
+    let t = TestDb::new().await?;
+    event("kept", "2025-01-01T00:00:00Z")
+        .into_active_model()
+        .insert(&t.db)
+        .await?;
+    for _ in 0..3 {
+        t.db.init().await?;
+    }
+    let states = t.db.migrate(MigrateCommand::Status).await?;
+    assert_eq!(applied(&states), states.len());
+    assert_eq!(states.len(), 3);
+    assert_eq!(ExposureEvents::find().count(&t.db).await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_init_is_safe() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("exposures.duckdb");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let db = Database::open(&path)?;
+                db.init().await?;
+                Ok::<_, Error>(db)
+            })
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for task in tasks {
+        handles.push(task.await??);
+    }
+    let states = handles[0].migrate(MigrateCommand::Status).await?;
+    assert_eq!(applied(&states), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_verb_works_on_duckdb() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = Database::open(dir.path().join("verbs.duckdb"))?;
+
+    let states = db.migrate(MigrateCommand::Up { num: Some(1) }).await?;
+    assert_eq!(applied(&states), 1);
+    let states = db.migrate(MigrateCommand::Up { num: None }).await?;
+    assert_eq!(applied(&states), 3);
+    event("x", "2025-01-01T00:00:00Z")
+        .into_active_model()
+        .insert(&db)
+        .await?;
+
+    let states = db.migrate(MigrateCommand::Down { num: 1 }).await?;
+    assert_eq!(applied(&states), 2);
+    let states = db.migrate(MigrateCommand::Refresh).await?;
+    assert_eq!(applied(&states), 3);
+    assert_eq!(
+        ExposureEvents::find().count(&db).await?,
+        0,
+        "refresh rebuilt the tables"
+    );
+
+    event("y", "2025-01-01T00:00:00Z")
+        .into_active_model()
+        .insert(&db)
+        .await?;
+    let states = db.migrate(MigrateCommand::Fresh).await?;
+    assert_eq!(applied(&states), 3);
+    assert_eq!(
+        ExposureEvents::find().count(&db).await?,
+        0,
+        "fresh dropped the data"
+    );
+    // The quarantine id sequence was dropped and recreated too.
+    let q = exposure_store::entity::quarantined_file::ActiveModel {
+        filename: sea_orm::ActiveValue::Set("f".to_owned()),
+        error_type: sea_orm::ActiveValue::Set("io_error".to_owned()),
+        error_message: sea_orm::ActiveValue::Set("gone".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(q.insert(&db).await?.id, 1);
+
+    let states = db.migrate(MigrateCommand::Reset).await?;
+    assert_eq!(applied(&states), 0);
+    assert!(
+        ExposureEvents::find().count(&db).await.is_err(),
+        "reset dropped the tables"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hand_made_database_is_adopted() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("legacy.duckdb");
+    {
+        // What an older deployment created by hand, with data in it.
+        let conn = duckdb::Connection::open(&path)?;
+        conn.execute_batch(
+            r#"CREATE TABLE exposure_events (
+                 event_id VARCHAR PRIMARY KEY, "timestamp" TIMESTAMPTZ NOT NULL,
+                 office_id VARCHAR NOT NULL, asset_id VARCHAR NOT NULL,
+                 exposure_id VARCHAR NOT NULL, exposure_class VARCHAR NOT NULL,
+                 event_action VARCHAR NOT NULL, status VARCHAR NOT NULL,
+                 severity VARCHAR NOT NULL, risk_score DOUBLE NOT NULL,
+                 hostname VARCHAR, asset_ip VARCHAR, dst_ip VARCHAR, dst_port INTEGER,
+                 protocol VARCHAR, service_name VARCHAR, service_product VARCHAR,
+                 service_version VARCHAR, scan_run_id VARCHAR, raw_payload_json JSON);
+               CREATE INDEX idx_exposure_events_office_timestamp ON exposure_events (office_id, "timestamp");
+               INSERT INTO exposure_events (event_id, "timestamp", office_id, asset_id, exposure_id,
+                 exposure_class, event_action, status, severity, risk_score)
+               VALUES ('legacy-1', TIMESTAMPTZ '2024-06-01 00:00:00+00', 'o', 'a', 'x', 'c',
+                 'opened', 'open', 'low', 1.0);"#,
+        )?;
+    }
+    let db = Database::open(&path)?;
+    db.init().await?;
+    assert_eq!(applied(&db.migrate(MigrateCommand::Status).await?), 3);
+    let legacy = ExposureEvents::find_by_id("legacy-1".to_owned())
+        .one(&db)
+        .await?;
+    assert_eq!(legacy.map(|e| e.severity), Some(Severity::Low));
+    assert_eq!(
+        ExposuresCurrent::find().count(&db).await?,
+        0,
+        "missing tables were created"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_duckdb_client_can_read_the_database() -> TestResult {
+    let t = TestDb::new().await?;
+    event("plain", "2025-01-01T00:00:00Z")
+        .into_active_model()
+        .insert(&t.db)
+        .await?;
+    let TestDb { db, path, dir } = t;
+    drop(db);
+    let conn = duckdb::Connection::open(&path)?;
+    let (id, sev): (String, String) = conn.query_row(
+        "SELECT event_id, severity FROM exposure_events",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    assert_eq!((id.as_str(), sev.as_str()), ("plain", "medium"));
+    let indexes: i64 = conn.query_row(
+        "SELECT count(*) FROM duckdb_indexes() WHERE index_name LIKE 'idx_%'",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(indexes, 6);
+    drop(dir);
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The input event: one observation of one exposure.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::entity::{EventAction, Severity, Status};
+
+/// One exposure event as scanners and agents report it: the fields of the
+/// `exposure_events` table.
+///
+/// Deserializing accepts what the NDJSON input format allows: optional
+/// fields may be `null` or absent, unknown keys are ignored, `timestamp` is
+/// RFC 3339 with any offset and any fractional precision (stored as the
+/// instant, to the microsecond), and the enumerated fields are accepted in
+/// any case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExposureEvent {
+    /// Unique id of the event (the audit log's key).
+    pub event_id: String,
+    /// When the event happened.
+    #[serde(deserialize_with = "timestamp_micros")]
+    pub timestamp: DateTime<Utc>,
+    /// Office (site) the asset belongs to.
+    pub office_id: String,
+    /// Asset the exposure was found on.
+    pub asset_id: String,
+    /// Identifier of the exposure within the office.
+    pub exposure_id: String,
+    /// Kind of exposure (`open_port`, `outdated_software`, ...).
+    pub exposure_class: String,
+    /// What this event did to the exposure.
+    #[serde(deserialize_with = "any_case")]
+    pub event_action: EventAction,
+    /// Status of the exposure after this event.
+    #[serde(deserialize_with = "any_case")]
+    pub status: Status,
+    /// Severity of the exposure after this event.
+    #[serde(deserialize_with = "any_case")]
+    pub severity: Severity,
+    /// Risk score after this event.
+    pub risk_score: f64,
+    /// Host name of the asset.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// IP address of the asset.
+    #[serde(default)]
+    pub asset_ip: Option<String>,
+    /// Destination IP of the exposed service.
+    #[serde(default)]
+    pub dst_ip: Option<String>,
+    /// Destination port of the exposed service (0-65535).
+    #[serde(default)]
+    pub dst_port: Option<i32>,
+    /// Transport protocol (`tcp`, `udp`, ...).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Service name (`https`, `domain`, ...).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Product implementing the service.
+    #[serde(default)]
+    pub service_product: Option<String>,
+    /// Version of the product.
+    #[serde(default)]
+    pub service_version: Option<String>,
+    /// Scan run that produced the event.
+    #[serde(default)]
+    pub scan_run_id: Option<String>,
+    /// The original record, any JSON value, kept for auditing.
+    #[serde(default)]
+    pub raw_payload_json: Option<serde_json::Value>,
+}
+
+/// Why an event is not acceptable, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{field}': {reason}")]
+pub struct InvalidField {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ExposureEvent {
+    /// Checks what the types alone cannot: required text is not empty, the
+    /// port is a port, the score is a finite number.
+    ///
+    /// # Errors
+    /// The first field that is not acceptable.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        let required = [
+            ("event_id", &self.event_id),
+            ("office_id", &self.office_id),
+            ("asset_id", &self.asset_id),
+            ("exposure_id", &self.exposure_id),
+            ("exposure_class", &self.exposure_class),
+        ];
+        for (field, value) in required {
+            if value.trim().is_empty() {
+                return Err(InvalidField {
+                    field,
+                    reason: "must not be empty".to_owned(),
+                });
+            }
+        }
+        if !self.risk_score.is_finite() {
+            return Err(InvalidField {
+                field: "risk_score",
+                reason: "must be a finite number".to_owned(),
+            });
+        }
+        if let Some(port) = self.dst_port
+            && !(0..=65_535).contains(&port)
+        {
+            return Err(InvalidField {
+                field: "dst_port",
+                reason: format!("{port} is not a port number (0-65535)"),
+            });
+        }
+        Ok(())
+    }
+
+    /// `timestamp` at the precision the database stores (microseconds).
+    #[must_use]
+    pub fn timestamp_micros(&self) -> i64 {
+        self.timestamp.timestamp_micros()
+    }
+}
+
+fn timestamp_micros<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
+        .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp '{text}': {e}")))
+}
+
+fn any_case<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"event_id":"b3831f17","timestamp":"2025-01-05T16:00:03.161123456-08:00","office_id":"office-005","asset_id":"asset-005-00026","exposure_id":"EXP-ac87f8505ae9","exposure_class":"outdated_software","event_action":"Opened","status":"OPEN","severity":"medium","risk_score":6.4,"hostname":"ws","dst_port":53,"scan_run_id":null,"raw_payload_json":{"seq":0},"unknown":1}"#;
+
+    #[test]
+    fn parses_the_documented_line_shape() -> Result<(), serde_json::Error> {
+        let e: ExposureEvent = serde_json::from_str(LINE)?;
+        assert_eq!(e.event_action, EventAction::Opened);
+        assert_eq!(e.status, Status::Open);
+        assert_eq!(e.timestamp.to_rfc3339(), "2025-01-06T00:00:03.161123+00:00");
+        assert_eq!(e.asset_ip, None);
+        assert_eq!(e.raw_payload_json, Some(serde_json::json!({"seq": 0})));
+        assert_eq!(e.validate(), Ok(()));
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_unknown_severity_with_the_vocabulary() {
+        let bad = LINE.replace("\"medium\"", "\"urgent\"");
+        let err = serde_json::from_str::<ExposureEvent>(&bad)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|m| m.contains("urgent") && m.contains("critical")));
+    }
+
+    #[test]
+    fn validation_names_the_field() -> Result<(), serde_json::Error> {
+        let mut e: ExposureEvent = serde_json::from_str(LINE)?;
+        e.dst_port = Some(70_000);
+        assert_eq!(e.validate().map_err(|f| f.field), Err("dst_port"));
+        e.dst_port = None;
+        e.office_id = " ".to_owned();
+        assert_eq!(e.validate().map_err(|f| f.field), Err("office_id"));
+        Ok(())
+    }
+}

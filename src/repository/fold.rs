@@ -1,0 +1,262 @@
+//! Folding a batch of events into at most one row per exposure key.
+//!
+//! DuckDB keeps only the FIRST row when one `INSERT ... ON CONFLICT DO
+//! UPDATE` proposes the same key twice, silently. So every upsert statement
+//! carries at most one row per `(office_id, exposure_id)`, and the events of
+//! a batch are folded here first, with exactly the rules the upsert applies.
+//!
+//! The rules, applied event by event in input order to the stored row `S`
+//! (or to nothing, for a new key):
+//!
+//! - `first_seen = min`, `last_seen = max` of the timestamps;
+//! - an event is *newer* when its timestamp is `>= S.last_seen`: then
+//!   `status`, `severity`, `event_action`, `risk_score`, `exposure_class`
+//!   and `asset_id` come from it, and each optional detail is replaced by
+//!   the event's value unless that is NULL (`COALESCE(event, stored)`);
+//! - an *older* (late) event only fills details that are NULL
+//!   (`COALESCE(stored, event)`).
+//!
+//! For one key and a batch `e1..en` this sequence has a closed form. Call
+//! `ei` a *record* event when its timestamp is `>=` the stored `last_seen`
+//! and every earlier event of the batch. For each detail `f`, the result is
+//! `COALESCE(r.f, S.f, first.f)`, where `r` is the last record event whose
+//! `f` is not NULL and `first` the first event whose `f` is not NULL. Which
+//! events are records depends on the stored `last_seen`, so the caller
+//! looks it up first; then two upsert passes apply the closed form:
+//!
+//! 1. *replace*: every key, details = `r.f` (for a new key `COALESCE(r.f,
+//!    first.f)`), `SET f = COALESCE(excluded.f, stored.f)`;
+//! 2. *fill*: existing keys only, details = `first.f` where no `r.f`
+//!    exists, `SET f = COALESCE(stored.f, excluded.f)`.
+
+use std::collections::HashMap;
+
+use crate::entity::{EventAction, Severity, Status};
+use crate::event::ExposureEvent;
+
+/// `(office_id, exposure_id)`.
+pub(crate) type Key = (String, String);
+
+macro_rules! details {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        /// The COALESCE-preserved optional details of an exposure.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub(crate) struct Details {
+            $(pub(crate) $field: Option<$ty>,)*
+        }
+
+        impl Details {
+            fn of(e: &ExposureEvent) -> Self {
+                Self { $($field: e.$field.clone(),)* }
+            }
+
+            /// `self.f = COALESCE(other.f, self.f)` for every detail.
+            fn replace_from(&mut self, other: &Self) {
+                $(if other.$field.is_some() { self.$field.clone_from(&other.$field); })*
+            }
+
+            /// `self.f = COALESCE(self.f, other.f)` for every detail.
+            fn fill_from(&mut self, other: &Self) {
+                $(if self.$field.is_none() { self.$field.clone_from(&other.$field); })*
+            }
+
+            /// Keeps `self.f` only where `mask.f` is NULL.
+            fn without(mut self, mask: &Self) -> Self {
+                $(if mask.$field.is_some() { self.$field = None; })*
+                self
+            }
+
+            fn is_empty(&self) -> bool {
+                true $(&& self.$field.is_none())*
+            }
+        }
+    };
+}
+
+details! {
+    hostname: String,
+    asset_ip: String,
+    dst_ip: String,
+    dst_port: i32,
+    protocol: String,
+    service_name: String,
+    service_product: String,
+    service_version: String,
+}
+
+/// The fold of one key's events in one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Folded {
+    pub(crate) office_id: String,
+    pub(crate) exposure_id: String,
+    /// Whether the key was stored before the batch.
+    pub(crate) existed: bool,
+    pub(crate) exposure_class: String,
+    pub(crate) asset_id: String,
+    pub(crate) status: Status,
+    pub(crate) severity: Severity,
+    pub(crate) event_action: EventAction,
+    pub(crate) risk_score: f64,
+    /// Earliest timestamp of the batch, in microseconds.
+    pub(crate) first_seen: i64,
+    /// Latest timestamp of the batch, in microseconds.
+    pub(crate) last_seen: i64,
+    /// Details for the replace pass.
+    pub(crate) replace: Details,
+    /// Details for the fill pass (`None`: no fill row for this key).
+    pub(crate) fill: Option<Details>,
+}
+
+struct Acc<'a> {
+    latest: &'a ExposureEvent,
+    stored: bool,
+    first_seen: i64,
+    last_seen: i64,
+    /// The running maximum that decides record events (starts at the
+    /// stored `last_seen`).
+    record_bar: Option<i64>,
+    record: Details,
+    first: Details,
+}
+
+/// Folds `events` (in input order) per key. `stored_last_seen` gives the
+/// stored `last_seen` (microseconds) of keys that exist.
+pub(crate) fn fold<'a>(
+    events: impl IntoIterator<Item = &'a ExposureEvent>,
+    stored_last_seen: &HashMap<Key, i64>,
+) -> Vec<Folded> {
+    let mut index: HashMap<(&'a str, &'a str), usize> = HashMap::new();
+    let mut accs: Vec<Acc<'a>> = Vec::new();
+    for e in events {
+        let t = e.timestamp_micros();
+        let details = Details::of(e);
+        let slot = *index
+            .entry((e.office_id.as_str(), e.exposure_id.as_str()))
+            .or_insert_with(|| {
+                let bar = stored_last_seen
+                    .get(&(e.office_id.clone(), e.exposure_id.clone()))
+                    .copied();
+                accs.push(Acc {
+                    latest: e,
+                    stored: bar.is_some(),
+                    first_seen: t,
+                    last_seen: t,
+                    record_bar: bar,
+                    record: Details::default(),
+                    first: Details::default(),
+                });
+                accs.len() - 1
+            });
+        let acc = &mut accs[slot];
+        acc.first_seen = acc.first_seen.min(t);
+        if t >= acc.last_seen {
+            acc.last_seen = t;
+            acc.latest = e; // ties: the later event in input order wins
+        }
+        if acc.record_bar.is_none_or(|bar| t >= bar) {
+            acc.record_bar = Some(t);
+            acc.record.replace_from(&details);
+        }
+        acc.first.fill_from(&details);
+    }
+    accs.into_iter().map(Acc::finish).collect()
+}
+
+impl Acc<'_> {
+    fn finish(self) -> Folded {
+        let e = self.latest;
+        let (replace, fill) = if self.stored {
+            let fill = self.first.without(&self.record);
+            (self.record, (!fill.is_empty()).then_some(fill))
+        } else {
+            let mut all = self.record;
+            all.fill_from(&self.first);
+            (all, None)
+        };
+        Folded {
+            office_id: e.office_id.clone(),
+            exposure_id: e.exposure_id.clone(),
+            existed: self.stored,
+            exposure_class: e.exposure_class.clone(),
+            asset_id: e.asset_id.clone(),
+            status: e.status,
+            severity: e.severity,
+            event_action: e.event_action,
+            risk_score: e.risk_score,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            replace,
+            fill,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn ev(id: &str, secs: i64, host: Option<&str>, status: Status) -> ExposureEvent {
+        ExposureEvent {
+            event_id: id.to_owned(),
+            timestamp: Utc.timestamp_opt(secs, 0).single().unwrap_or_default(),
+            office_id: "o".to_owned(),
+            asset_id: "a".to_owned(),
+            exposure_id: "x".to_owned(),
+            exposure_class: "c".to_owned(),
+            event_action: EventAction::Updated,
+            status,
+            severity: Severity::Low,
+            risk_score: 1.0,
+            hostname: host.map(str::to_owned),
+            asset_ip: None,
+            dst_ip: None,
+            dst_port: None,
+            protocol: None,
+            service_name: None,
+            service_product: None,
+            service_version: None,
+            scan_run_id: None,
+            raw_payload_json: None,
+        }
+    }
+
+    #[test]
+    fn new_key_takes_the_newest_status_and_the_newest_non_null_detail() {
+        let events = [
+            ev("1", 10, Some("h1"), Status::Open),
+            ev("2", 30, None, Status::Closed),
+            ev("3", 20, Some("h3"), Status::Open), // late within the batch
+        ];
+        let folded = fold(&events, &HashMap::new());
+        assert_eq!(folded.len(), 1);
+        let f = &folded[0];
+        assert_eq!((f.first_seen, f.last_seen), (10_000_000, 30_000_000));
+        assert_eq!(f.status, Status::Closed);
+        // e3 arrived after e2 (newer) set the bar: it only fills, h1 stays.
+        assert_eq!(f.replace.hostname.as_deref(), Some("h1"));
+        assert_eq!(f.fill, None);
+    }
+
+    #[test]
+    fn late_events_for_a_stored_key_only_fill() {
+        let stored: HashMap<Key, i64> = [(("o".to_owned(), "x".to_owned()), 100_000_000)].into();
+        let events = [ev("1", 50, Some("late"), Status::Open)];
+        let f = &fold(&events, &stored)[0];
+        assert!(f.existed);
+        assert_eq!(f.replace.hostname, None);
+        assert_eq!(
+            f.fill.as_ref().and_then(|d| d.hostname.as_deref()),
+            Some("late")
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_later_event_in_input_order() {
+        let events = [
+            ev("1", 10, None, Status::Open),
+            ev("2", 10, None, Status::Accepted),
+        ];
+        assert_eq!(fold(&events, &HashMap::new())[0].status, Status::Accepted);
+    }
+}

@@ -1,0 +1,579 @@
+//! The repository: ingesting events, the quarantine, and dashboard queries.
+//!
+//! [`ExposureRepository::ingest_events`] runs inside a unit of work
+//! ([`Session`]), so a whole call is one transaction: all of it or none of
+//! it. Per chunk of events it
+//!
+//! 1. drops repeats of an event id within the chunk (a repeat in a later
+//!    chunk is caught by step 2, since the earlier one is stored by then);
+//! 2. stages the chunk with DuckDB's Appender and appends it to
+//!    `exposure_events` with `INSERT ... SELECT ... ON CONFLICT (event_id)
+//!    DO NOTHING RETURNING event_id`: stored ids are skipped, the new ones
+//!    named;
+//! 3. looks up the stored `last_seen` of the new events' keys, folds the new
+//!    events to one row per key (`fold.rs` explains the rules and
+//!    why), stages the folds, and upserts them into `exposures_current` with
+//!    `INSERT ... SELECT ... ON CONFLICT (office_id, exposure_id) DO UPDATE
+//!    SET ... COALESCE/GREATEST/LEAST/CASE` (a second, *fill* pass only when
+//!    late events fill NULL details).
+//!
+//! Every statement is built with sea-query (`statements.rs`)
+//! and carries at most one row per key.
+
+mod fold;
+mod stage;
+mod statements;
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use serde::Serialize;
+
+use self::fold::Key;
+use self::statements::{PASS_FILL, PASS_REPLACE, StageCurrent, StageEvents, StageKeys};
+use crate::db::Session;
+use crate::entity::prelude::*;
+use crate::entity::{exposure_current, quarantined_file};
+use crate::error::{Error, Result};
+use crate::event::ExposureEvent;
+
+/// Events per chunk unless configured otherwise (see the README's
+/// performance section for the measurements behind it).
+pub const DEFAULT_CHUNK_SIZE: usize = 50_000;
+
+/// What an ingest did. Adds up across calls (`+=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestStats {
+    /// Events appended to `exposure_events`.
+    pub events_inserted: u64,
+    /// Events skipped: already stored, or repeated within the input.
+    pub events_skipped: u64,
+    /// Keys of `exposures_current` that did not exist before the call.
+    pub exposures_inserted: u64,
+    /// Keys that existed before the call and were touched by it.
+    pub exposures_updated: u64,
+}
+
+impl std::ops::AddAssign for IngestStats {
+    fn add_assign(&mut self, other: Self) {
+        self.events_inserted += other.events_inserted;
+        self.events_skipped += other.events_skipped;
+        self.exposures_inserted += other.exposures_inserted;
+        self.exposures_updated += other.exposures_updated;
+    }
+}
+
+impl std::ops::Add for IngestStats {
+    type Output = Self;
+    fn add(mut self, other: Self) -> Self {
+        self += other;
+        self
+    }
+}
+
+/// Outcome of [`ExposureRepository::batch_insert_events`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsertedEvents {
+    /// Events appended.
+    pub inserted: u64,
+    /// Events skipped (already stored, or repeated in the input).
+    pub skipped: u64,
+    /// Input positions of the appended events, ascending.
+    pub new_positions: Vec<usize>,
+}
+
+/// Outcome of [`ExposureRepository::batch_upsert_current`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertedExposures {
+    /// Keys created.
+    pub inserted: u64,
+    /// Keys that existed and were updated.
+    pub updated: u64,
+}
+
+/// A file that failed to ingest, for [`ExposureRepository::quarantine_file`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineRecord {
+    /// The input file's path as given.
+    pub filename: String,
+    /// A short machine-readable category (`invalid_json`, `io_error`, ...).
+    pub error_type: String,
+    /// A human-readable explanation.
+    pub error_message: String,
+    /// Details pointing at the problem (line, field, reason, ...).
+    pub error_details_json: Option<serde_json::Value>,
+}
+
+/// Filters of [`ExposureRepository::current_exposures`]; `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExposureFilter {
+    /// Only this office.
+    pub office_id: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this severity.
+    pub severity: Option<Severity>,
+    /// Only this exposure class.
+    pub exposure_class: Option<String>,
+    /// Only exposures last seen at or after this instant.
+    pub last_seen_from: Option<DateTime<Utc>>,
+    /// Only exposures last seen before this instant.
+    pub last_seen_to: Option<DateTime<Utc>>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Rows to skip.
+    pub offset: u64,
+    /// Rows to return at most.
+    pub limit: u64,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            offset: 0,
+            limit: 100,
+        }
+    }
+}
+
+/// Current exposures counted by office, severity and status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExposureCounts {
+    /// `(office_id, count)`, by office id.
+    pub by_office: Vec<(String, u64)>,
+    /// `(severity, count)`, most severe first.
+    pub by_severity: Vec<(Severity, u64)>,
+    /// `(status, count)`, in vocabulary order.
+    pub by_status: Vec<(Status, u64)>,
+}
+
+/// Row counts of the three tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Rows of `exposure_events`.
+    pub events: u64,
+    /// Rows of `exposures_current`.
+    pub exposures: u64,
+    /// Rows of `quarantined_files`.
+    pub quarantined_files: u64,
+}
+
+/// Ingests `events` in one call with the default chunk size; see
+/// [`ExposureRepository::ingest_events`].
+///
+/// # Errors
+/// As [`ExposureRepository::ingest_events`].
+pub async fn ingest_events(session: &Session, events: &[ExposureEvent]) -> Result<IngestStats> {
+    ExposureRepository::default()
+        .ingest_events(session, events)
+        .await
+}
+
+/// Reads and writes exposure data. Cheap to create; holds only settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExposureRepository {
+    chunk_size: usize,
+}
+
+impl Default for ExposureRepository {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+impl ExposureRepository {
+    /// A repository that stages and upserts `chunk_size` events at a time
+    /// (at least 1).
+    #[must_use]
+    pub fn with_chunk_size(chunk_size: usize) -> Self {
+        Self {
+            chunk_size: chunk_size.max(1),
+        }
+    }
+
+    /// Events per chunk.
+    #[must_use]
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Appends new events to the audit log and applies them to the current
+    /// state, in chunks, inside the session's transaction. Events whose id
+    /// is already stored, or that repeat an id earlier in `events`, are
+    /// skipped and do not touch the current state.
+    ///
+    /// # Errors
+    /// The database's error; the caller's unit of work then rolls back, so
+    /// neither table changes.
+    pub async fn ingest_events(
+        &self,
+        session: &Session,
+        events: &[ExposureEvent],
+    ) -> Result<IngestStats> {
+        let mut ingestion = self.ingestion(session).await?;
+        ingestion.push(events).await?;
+        Ok(ingestion.stats())
+    }
+
+    /// Starts an ingest that can be fed in pieces (for example while a
+    /// large file is read), counting each key once across all pieces.
+    ///
+    /// # Errors
+    /// The database's error while preparing the staging tables.
+    pub async fn ingestion<'s>(&self, session: &'s Session) -> Result<Ingestion<'s>> {
+        create_staging(session).await?;
+        Ok(Ingestion {
+            repo: *self,
+            session,
+            counted: HashSet::new(),
+            stats: IngestStats::default(),
+        })
+    }
+
+    /// Appends the events whose ids are not stored yet (nor repeated earlier
+    /// in `events`) to `exposure_events`. Does not touch the current state.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn batch_insert_events(
+        &self,
+        session: &Session,
+        events: &[ExposureEvent],
+    ) -> Result<InsertedEvents> {
+        create_staging(session).await?;
+        let mut out = InsertedEvents::default();
+        let mut offset = 0;
+        for chunk in events.chunks(self.chunk_size) {
+            let new = insert_chunk(session, chunk).await?;
+            out.inserted += new.len() as u64;
+            out.skipped += (chunk.len() - new.len()) as u64;
+            out.new_positions
+                .extend(new.into_iter().map(|i| offset + i));
+            offset += chunk.len();
+        }
+        Ok(out)
+    }
+
+    /// Applies `events` to `exposures_current` (whether or not they are in
+    /// the audit log), with the rules described in the module docs.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn batch_upsert_current(
+        &self,
+        session: &Session,
+        events: &[ExposureEvent],
+    ) -> Result<UpsertedExposures> {
+        create_staging(session).await?;
+        let mut counted = HashSet::new();
+        let mut out = UpsertedExposures::default();
+        for chunk in events.chunks(self.chunk_size) {
+            let done = upsert_chunk(session, chunk.iter(), &mut counted).await?;
+            out.inserted += done.inserted;
+            out.updated += done.updated;
+        }
+        Ok(out)
+    }
+
+    /// Records a file that failed to ingest.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn quarantine_file(
+        &self,
+        conn: &impl ConnectionTrait,
+        record: QuarantineRecord,
+    ) -> Result<quarantined_file::Model> {
+        let row = quarantined_file::ActiveModel {
+            filename: ActiveValue::Set(record.filename),
+            error_type: ActiveValue::Set(record.error_type),
+            error_message: ActiveValue::Set(record.error_message),
+            error_details_json: ActiveValue::Set(record.error_details_json),
+            ..Default::default()
+        };
+        Ok(row.insert(conn).await?)
+    }
+
+    /// Every quarantined file, oldest first.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn quarantined_files(
+        &self,
+        conn: &impl ConnectionTrait,
+    ) -> Result<Vec<quarantined_file::Model>> {
+        Ok(QuarantinedFiles::find()
+            .order_by_asc(quarantined_file::Column::Id)
+            .all(conn)
+            .await?)
+    }
+
+    /// Current exposures matching `filter`, newest `last_seen` first (then
+    /// by office and exposure id, so pages are stable).
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn current_exposures(
+        &self,
+        conn: &impl ConnectionTrait,
+        filter: &ExposureFilter,
+        page: Page,
+    ) -> Result<Vec<exposure_current::Model>> {
+        use exposure_current::Column as C;
+        let mut query = ExposuresCurrent::find();
+        if let Some(office) = &filter.office_id {
+            query = query.filter(C::OfficeId.eq(office.as_str()));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(C::Status.eq(status));
+        }
+        if let Some(severity) = filter.severity {
+            query = query.filter(C::Severity.eq(severity));
+        }
+        if let Some(class) = &filter.exposure_class {
+            query = query.filter(C::ExposureClass.eq(class.as_str()));
+        }
+        if let Some(from) = filter.last_seen_from {
+            query = query.filter(C::LastSeen.gte(from));
+        }
+        if let Some(to) = filter.last_seen_to {
+            query = query.filter(C::LastSeen.lt(to));
+        }
+        Ok(query
+            .order_by_desc(C::LastSeen)
+            .order_by_asc(C::OfficeId)
+            .order_by_asc(C::ExposureId)
+            .offset(page.offset)
+            .limit(page.limit)
+            .all(conn)
+            .await?)
+    }
+
+    /// Current exposures counted by office, severity and status.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn exposure_counts(&self, conn: &impl ConnectionTrait) -> Result<ExposureCounts> {
+        use exposure_current::Column as C;
+        let mut by_severity = parse_keys(count_by(conn, C::Severity).await?)?;
+        by_severity.sort_by_key(|&(severity, _): &(Severity, u64)| std::cmp::Reverse(severity));
+        let mut by_status = parse_keys(count_by(conn, C::Status).await?)?;
+        by_status.sort_by_key(|&(status, _): &(Status, u64)| status);
+        Ok(ExposureCounts {
+            by_office: count_by(conn, C::OfficeId).await?,
+            by_severity,
+            by_status,
+        })
+    }
+
+    /// Row counts of the three tables.
+    ///
+    /// # Errors
+    /// The database's error.
+    pub async fn totals(&self, conn: &impl ConnectionTrait) -> Result<Totals> {
+        Ok(Totals {
+            events: ExposureEvents::find().count(conn).await?,
+            exposures: ExposuresCurrent::find().count(conn).await?,
+            quarantined_files: QuarantinedFiles::find().count(conn).await?,
+        })
+    }
+}
+
+/// An ingest fed in pieces; see [`ExposureRepository::ingestion`].
+#[derive(Debug)]
+pub struct Ingestion<'s> {
+    repo: ExposureRepository,
+    session: &'s Session,
+    /// Keys already counted as inserted or updated by this ingest.
+    counted: HashSet<Key>,
+    stats: IngestStats,
+}
+
+impl Ingestion<'_> {
+    /// Ingests the next piece of events (in chunks of the repository's size).
+    ///
+    /// # Errors
+    /// The database's error; the unit of work must then be rolled back
+    /// (returning the error from the work does that).
+    pub async fn push(&mut self, events: &[ExposureEvent]) -> Result<()> {
+        for chunk in events.chunks(self.repo.chunk_size) {
+            let new = insert_chunk(self.session, chunk).await?;
+            self.stats.events_inserted += new.len() as u64;
+            self.stats.events_skipped += (chunk.len() - new.len()) as u64;
+            let upserted = upsert_chunk(
+                self.session,
+                new.iter().map(|&i| &chunk[i]),
+                &mut self.counted,
+            )
+            .await?;
+            self.stats.exposures_inserted += upserted.inserted;
+            self.stats.exposures_updated += upserted.updated;
+        }
+        Ok(())
+    }
+
+    /// What this ingest has done so far.
+    #[must_use]
+    pub fn stats(&self) -> IngestStats {
+        self.stats
+    }
+}
+
+async fn create_staging(session: &Session) -> Result<()> {
+    session.execute(&statements::create_stage_events()).await?;
+    session.execute(&statements::create_stage_keys()).await?;
+    session.execute(&statements::create_stage_current()).await?;
+    Ok(())
+}
+
+async fn append_staged<const N: usize>(
+    session: &Session,
+    table: &'static str,
+    rows: Vec<[duckdb::types::Value; N]>,
+) -> Result<()> {
+    session
+        .duckdb()
+        .with_raw(move |conn| Ok(stage::append(conn, table, rows)?))
+        .await
+        .map_err(Error::from)
+}
+
+/// Appends the chunk's events that are not stored yet; returns their
+/// positions within the chunk.
+async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<usize>> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(chunk.len());
+    let candidates: Vec<usize> = (0..chunk.len())
+        .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
+        .collect();
+    session
+        .execute(&statements::clear(StageEvents::Table))
+        .await?;
+    let rows = candidates
+        .iter()
+        .map(|&i| stage::event_row(&chunk[i]))
+        .collect();
+    append_staged(session, "stage_events", rows).await?;
+    let insert = statements::insert_new_events().map_err(|e| Error::Internal(e.to_string()))?;
+    let inserted: HashSet<String> = session
+        .query_all(&insert)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", "event_id"))
+        .collect::<Result<_, _>>()?;
+    Ok(candidates
+        .into_iter()
+        .filter(|&i| inserted.contains(&chunk[i].event_id))
+        .collect())
+}
+
+/// Applies one chunk of events to the current state; counts keys not in
+/// `counted` yet (and adds them).
+async fn upsert_chunk<'a>(
+    session: &Session,
+    events: impl Iterator<Item = &'a ExposureEvent> + Clone,
+    counted: &mut HashSet<Key>,
+) -> Result<UpsertedExposures> {
+    let mut keys: HashSet<(&str, &str)> = HashSet::new();
+    for e in events.clone() {
+        keys.insert((e.office_id.as_str(), e.exposure_id.as_str()));
+    }
+    if keys.is_empty() {
+        return Ok(UpsertedExposures::default());
+    }
+    session
+        .execute(&statements::clear(StageKeys::Table))
+        .await?;
+    append_staged(
+        session,
+        "stage_keys",
+        keys.iter().map(|(o, x)| stage::key_row(o, x)).collect(),
+    )
+    .await?;
+
+    let mut stored: HashMap<Key, i64> = HashMap::new();
+    for row in session.query_all(&statements::stored_last_seen()).await? {
+        let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
+        stored.insert(
+            (
+                row.try_get("", "office_id")?,
+                row.try_get("", "exposure_id")?,
+            ),
+            last_seen.timestamp_micros(),
+        );
+    }
+
+    let folded = fold::fold(events, &stored);
+    session
+        .execute(&statements::clear(StageCurrent::Table))
+        .await?;
+    let rows: Vec<_> = folded.iter().flat_map(stage::current_rows).collect();
+    let needs_fill = rows.len() > folded.len();
+    append_staged(session, "stage_current", rows).await?;
+    let upsert =
+        |pass| statements::upsert_current(pass).map_err(|e| Error::Internal(e.to_string()));
+    session.execute(&upsert(PASS_REPLACE)?).await?;
+    if needs_fill {
+        session.execute(&upsert(PASS_FILL)?).await?;
+    }
+
+    let mut out = UpsertedExposures::default();
+    for f in folded {
+        let existed = f.existed;
+        if counted.insert((f.office_id, f.exposure_id)) {
+            if existed {
+                out.updated += 1;
+            } else {
+                out.inserted += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct KeyCount {
+    key: String,
+    n: i64,
+}
+
+async fn count_by(
+    conn: &impl ConnectionTrait,
+    column: exposure_current::Column,
+) -> Result<Vec<(String, u64)>> {
+    let rows = ExposuresCurrent::find()
+        .select_only()
+        .column_as(column, "key")
+        .column_as(column.count(), "n")
+        .group_by(column)
+        .order_by_asc(column)
+        .into_model::<KeyCount>()
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.key, u64::try_from(r.n).unwrap_or(0)))
+        .collect())
+}
+
+fn parse_keys<T: std::str::FromStr>(counts: Vec<(String, u64)>) -> Result<Vec<(T, u64)>>
+where
+    T::Err: std::fmt::Display,
+{
+    counts
+        .into_iter()
+        .map(|(k, n)| {
+            k.parse()
+                .map(|k| (k, n))
+                .map_err(|e: T::Err| Error::Internal(e.to_string()))
+        })
+        .collect()
+}

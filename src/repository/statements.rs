@@ -1,0 +1,298 @@
+//! Every SQL statement of the repository, built with sea-query. Values are
+//! always bound, never formatted into SQL.
+//!
+//! Staging tables are temporary (private to the unit of work's connection
+//! and gone with it); they hold one chunk at a time, filled in bulk by
+//! DuckDB's Appender (see `stage.rs`), and feed set-based `INSERT ...
+//! SELECT` statements.
+
+use sea_query::{
+    Alias, ColumnDef, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict, Query,
+    SelectStatement, Table, TableCreateStatement,
+};
+
+use crate::entity::exposure_current::{self, Column as Cur};
+use crate::entity::exposure_event::{self, Column as Ev};
+
+/// The chunk's candidate events.
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum StageEvents {
+    Table,
+}
+
+/// The distinct keys of the chunk's new events.
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum StageKeys {
+    Table,
+}
+
+/// Folded rows, one per key and pass.
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum StageCurrent {
+    Table,
+    /// 1 = replace pass, 2 = fill pass (see `fold.rs`).
+    Pass,
+}
+
+/// Columns of `exposure_events`, in staging and insert order.
+pub(crate) const EVENT_COLUMNS: [Ev; 20] = [
+    Ev::EventId,
+    Ev::Timestamp,
+    Ev::OfficeId,
+    Ev::AssetId,
+    Ev::ExposureId,
+    Ev::ExposureClass,
+    Ev::EventAction,
+    Ev::Status,
+    Ev::Severity,
+    Ev::RiskScore,
+    Ev::Hostname,
+    Ev::AssetIp,
+    Ev::DstIp,
+    Ev::DstPort,
+    Ev::Protocol,
+    Ev::ServiceName,
+    Ev::ServiceProduct,
+    Ev::ServiceVersion,
+    Ev::ScanRunId,
+    Ev::RawPayloadJson,
+];
+
+/// Columns of `exposures_current`, in staging and insert order.
+pub(crate) const CURRENT_COLUMNS: [Cur; 18] = [
+    Cur::OfficeId,
+    Cur::ExposureId,
+    Cur::ExposureClass,
+    Cur::Status,
+    Cur::Severity,
+    Cur::EventAction,
+    Cur::RiskScore,
+    Cur::FirstSeen,
+    Cur::LastSeen,
+    Cur::AssetId,
+    Cur::Hostname,
+    Cur::AssetIp,
+    Cur::DstIp,
+    Cur::DstPort,
+    Cur::Protocol,
+    Cur::ServiceName,
+    Cur::ServiceProduct,
+    Cur::ServiceVersion,
+];
+
+/// The COALESCE-preserved details (see `fold.rs`).
+const DETAIL_COLUMNS: [Cur; 8] = [
+    Cur::Hostname,
+    Cur::AssetIp,
+    Cur::DstIp,
+    Cur::DstPort,
+    Cur::Protocol,
+    Cur::ServiceName,
+    Cur::ServiceProduct,
+    Cur::ServiceVersion,
+];
+
+/// Taken from the newest event (by timestamp, ties by input order).
+const LATEST_COLUMNS: [Cur; 6] = [
+    Cur::ExposureClass,
+    Cur::AssetId,
+    Cur::Status,
+    Cur::Severity,
+    Cur::EventAction,
+    Cur::RiskScore,
+];
+
+/// The replace pass of the current-state upsert.
+pub(crate) const PASS_REPLACE: i32 = 1;
+/// The fill pass of the current-state upsert.
+pub(crate) const PASS_FILL: i32 = 2;
+
+fn text(name: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(name).string().to_owned()
+}
+
+fn timestamptz(name: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(name).timestamp_with_time_zone().to_owned()
+}
+
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_events`: the event columns
+/// (JSON staged as text) behind nothing else.
+pub(crate) fn create_stage_events() -> TableCreateStatement {
+    let mut t = Table::create();
+    t.table(StageEvents::Table).temporary().if_not_exists();
+    for c in EVENT_COLUMNS {
+        t.col(match c {
+            Ev::Timestamp => timestamptz(c),
+            Ev::RiskScore => ColumnDef::new(c).double().to_owned(),
+            Ev::DstPort => ColumnDef::new(c).integer().to_owned(),
+            _ => text(c),
+        });
+    }
+    t.to_owned()
+}
+
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_keys (office_id, exposure_id)`.
+pub(crate) fn create_stage_keys() -> TableCreateStatement {
+    Table::create()
+        .table(StageKeys::Table)
+        .temporary()
+        .if_not_exists()
+        .col(text(Cur::OfficeId))
+        .col(text(Cur::ExposureId))
+        .to_owned()
+}
+
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_current`: the pass, then the
+/// `exposures_current` columns.
+pub(crate) fn create_stage_current() -> TableCreateStatement {
+    let mut t = Table::create();
+    t.table(StageCurrent::Table).temporary().if_not_exists();
+    t.col(ColumnDef::new(StageCurrent::Pass).integer());
+    for c in CURRENT_COLUMNS {
+        t.col(match c {
+            Cur::FirstSeen | Cur::LastSeen => timestamptz(c),
+            Cur::RiskScore => ColumnDef::new(c).double().to_owned(),
+            Cur::DstPort => ColumnDef::new(c).integer().to_owned(),
+            _ => text(c),
+        });
+    }
+    t.to_owned()
+}
+
+/// Empties a staging table for the next chunk.
+pub(crate) fn clear(table: impl IntoIden) -> sea_query::DeleteStatement {
+    Query::delete().from_table(table).to_owned()
+}
+
+/// `INSERT INTO exposure_events SELECT ... FROM stage_events ON CONFLICT
+/// (event_id) DO NOTHING RETURNING event_id`: appends the events not stored
+/// yet and names them. The stage holds each event id at most once.
+///
+/// # Errors
+/// Only if the column lists disagree (a programming error every ingest test
+/// would catch).
+pub(crate) fn insert_new_events() -> Result<InsertStatement, sea_query::error::Error> {
+    let select = Query::select()
+        .columns(EVENT_COLUMNS.map(|c| (StageEvents::Table, c)))
+        .from(StageEvents::Table)
+        .to_owned();
+    Ok(Query::insert()
+        .into_table(exposure_event::Entity)
+        .columns(EVENT_COLUMNS)
+        .select_from(select)?
+        .on_conflict(OnConflict::column(Ev::EventId).do_nothing().to_owned())
+        .returning_col(Ev::EventId)
+        .to_owned())
+}
+
+/// `SELECT office_id, exposure_id, last_seen FROM exposures_current JOIN
+/// stage_keys USING the key`: the stored `last_seen` of the chunk's keys.
+pub(crate) fn stored_last_seen() -> SelectStatement {
+    let cur = exposure_current::Entity;
+    Query::select()
+        .columns([
+            (cur, Cur::OfficeId),
+            (cur, Cur::ExposureId),
+            (cur, Cur::LastSeen),
+        ])
+        .from(cur)
+        .inner_join(
+            StageKeys::Table,
+            Expr::col((StageKeys::Table, Cur::OfficeId))
+                .equals((cur, Cur::OfficeId))
+                .and(Expr::col((StageKeys::Table, Cur::ExposureId)).equals((cur, Cur::ExposureId))),
+        )
+        .to_owned()
+}
+
+/// The current-state upsert of one pass: `INSERT INTO exposures_current
+/// SELECT ... FROM stage_current WHERE pass = $1 ON CONFLICT (office_id,
+/// exposure_id) DO UPDATE SET ...`.
+///
+/// Replace pass: `first_seen = LEAST`, `last_seen = GREATEST`; the latest
+/// columns from the staged row when it is at least as new as the stored
+/// row (`CASE WHEN excluded.last_seen >= stored.last_seen`); details
+/// `COALESCE(excluded.f, stored.f)`.
+///
+/// Fill pass: details `COALESCE(stored.f, excluded.f)`, nothing else.
+///
+/// # Errors
+/// As [`insert_new_events`].
+pub(crate) fn upsert_current(pass: i32) -> Result<InsertStatement, sea_query::error::Error> {
+    let cur = exposure_current::Entity;
+    let stored = |c: Cur| Expr::col((cur, c));
+    let excluded = |c: Cur| Expr::col((Alias::new("excluded"), c));
+    let mut on_conflict = OnConflict::columns([Cur::OfficeId, Cur::ExposureId]);
+    if pass == PASS_REPLACE {
+        on_conflict.value(
+            Cur::FirstSeen,
+            Func::least([stored(Cur::FirstSeen), excluded(Cur::FirstSeen)]),
+        );
+        on_conflict.value(
+            Cur::LastSeen,
+            Func::greatest([stored(Cur::LastSeen), excluded(Cur::LastSeen)]),
+        );
+        let newer = || excluded(Cur::LastSeen).gte(stored(Cur::LastSeen));
+        for c in LATEST_COLUMNS {
+            on_conflict.value(c, Expr::case(newer(), excluded(c)).finally(stored(c)));
+        }
+        for c in DETAIL_COLUMNS {
+            on_conflict.value(c, Func::coalesce([excluded(c), stored(c)]));
+        }
+    } else {
+        for c in DETAIL_COLUMNS {
+            on_conflict.value(c, Func::coalesce([stored(c), excluded(c)]));
+        }
+    }
+    let select = Query::select()
+        .columns(CURRENT_COLUMNS.map(|c| (StageCurrent::Table, c)))
+        .from(StageCurrent::Table)
+        .and_where(Expr::col((StageCurrent::Table, StageCurrent::Pass)).eq(pass))
+        .to_owned();
+    Ok(Query::insert()
+        .into_table(cur)
+        .columns(CURRENT_COLUMNS)
+        .select_from(select)?
+        .on_conflict(on_conflict.to_owned())
+        .to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_query::PostgresQueryBuilder;
+
+    #[test]
+    fn upserts_bind_values_and_use_coalesce() -> Result<(), sea_query::error::Error> {
+        let (sql, values) = upsert_current(PASS_REPLACE)?.build(PostgresQueryBuilder);
+        assert!(
+            sql.contains(r#"ON CONFLICT ("office_id", "exposure_id") DO UPDATE SET"#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#"COALESCE("excluded"."hostname", "exposures_current"."hostname")"#),
+            "{sql}"
+        );
+        assert!(sql.contains("GREATEST") && sql.contains("LEAST"), "{sql}");
+        assert!(sql.contains(r#""stage_current"."pass" = $1"#), "{sql}");
+        assert_eq!(values.0.len(), 1);
+        let (fill, _) = upsert_current(PASS_FILL)?.build(PostgresQueryBuilder);
+        assert!(
+            fill.contains(r#"COALESCE("exposures_current"."hostname", "excluded"."hostname")"#),
+            "{fill}"
+        );
+        assert!(!fill.contains("GREATEST"), "{fill}");
+        Ok(())
+    }
+
+    #[test]
+    fn event_insert_skips_stored_ids_and_reports_new_ones() -> Result<(), sea_query::error::Error> {
+        let (sql, values) = insert_new_events()?.build(PostgresQueryBuilder);
+        assert!(
+            sql.contains(r#"ON CONFLICT ("event_id") DO NOTHING RETURNING "event_id""#),
+            "{sql}"
+        );
+        assert!(values.0.is_empty());
+        Ok(())
+    }
+}

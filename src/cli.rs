@@ -1,0 +1,486 @@
+//! The `exposure-store` command line: what an operator runs.
+//!
+//! Exit status: 0 when everything worked (for `ingest`: every file was
+//! ingested), 1 when any file was quarantined, 2 for usage errors and when
+//! the database cannot be opened or migrated.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::DEFAULT_DB_PATH;
+use crate::entity::{Severity, Status};
+use crate::generate::{GenerateOptions, generate};
+use crate::ingest::{self, FileOutcome, FileReport, Limits};
+use crate::migration::commands::{MigrateCommand, render};
+use crate::repository::{
+    DEFAULT_CHUNK_SIZE, ExposureFilter, ExposureRepository, IngestStats, Page,
+};
+use crate::{Database, Error};
+
+/// exposure-store: ingest security exposure events and query their state.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    /// DuckDB database file (created, with its directory, if missing).
+    #[arg(long, global = true, env = "DB_PATH", default_value = DEFAULT_DB_PATH)]
+    pub db: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest NDJSON files (and the *.ndjson / *.jsonl files of directories).
+    Ingest(IngestArgs),
+    /// Run a schema migration verb.
+    Migrate {
+        /// The verb.
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+    /// Create or upgrade the schema (idempotent).
+    Init,
+    /// List current exposures, newest first.
+    Exposures(ExposuresArgs),
+    /// Count current exposures by office, severity and status.
+    Summary {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List quarantined files and why they failed.
+    Quarantine {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write deterministic synthetic events as NDJSON to stdout.
+    Generate {
+        /// Number of events.
+        #[arg(long)]
+        events: u64,
+        /// Number of distinct exposures (keys).
+        #[arg(long, default_value_t = 1_000)]
+        exposures: u64,
+        /// Number of offices.
+        #[arg(long, default_value_t = 20)]
+        offices: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+/// Arguments of `ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and directories to ingest.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Events staged and upserted per chunk.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_size: u64,
+    /// Longest accepted line in bytes; a longer line quarantines its file.
+    #[arg(long, default_value_t = ingest::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(2..))]
+    pub max_line_bytes: u64,
+    /// Print one JSON summary on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `exposures`.
+#[derive(Debug, Args)]
+pub struct ExposuresArgs {
+    /// Only this office.
+    #[arg(long)]
+    pub office: Option<String>,
+    /// Only this status (open, closed, mitigated, accepted).
+    #[arg(long)]
+    pub status: Option<Status>,
+    /// Only this severity (info, low, medium, high, critical).
+    #[arg(long)]
+    pub severity: Option<Severity>,
+    /// Only this exposure class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Only exposures last seen at or after this RFC 3339 instant.
+    #[arg(long, value_parser = parse_instant)]
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 timestamp such as 2025-01-05T16:00:00Z: {e}"))
+}
+
+/// A failure that ends the command, with its exit status.
+struct Fatal {
+    code: u8,
+    message: String,
+}
+
+impl Fatal {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Fatal {
+    fn from(e: Error) -> Self {
+        Self {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<std::io::Error> for Fatal {
+    fn from(e: std::io::Error) -> Self {
+        Self {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Fatal {
+    fn from(e: serde_json::Error) -> Self {
+        Self {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs a parsed command line and returns the process exit status.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(fatal) => {
+            eprintln!("error: {}", fatal.message);
+            ExitCode::from(fatal.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
+    if let Command::Generate {
+        events,
+        exposures,
+        offices,
+        seed,
+    } = cli.command
+    {
+        let options = GenerateOptions {
+            events,
+            exposures,
+            offices,
+            seed,
+        };
+        generate(options, std::io::stdout().lock())?;
+        return Ok(0);
+    }
+    let db = open(&cli.db)?;
+    match cli.command {
+        Command::Ingest(args) => {
+            db.init().await?;
+            ingest_command(&db, &args).await
+        }
+        Command::Migrate { command } => {
+            print!("{}", render(&db.migrate(command).await?));
+            Ok(0)
+        }
+        Command::Init => {
+            db.init().await?;
+            println!("database ready: {}", cli.db.display());
+            Ok(0)
+        }
+        Command::Exposures(args) => {
+            db.init().await?;
+            exposures_command(&db, &args).await
+        }
+        Command::Summary { json } => {
+            db.init().await?;
+            summary_command(&db, json).await
+        }
+        Command::Quarantine { json } => {
+            db.init().await?;
+            quarantine_command(&db, json).await
+        }
+        Command::Generate { .. } => Ok(0),
+    }
+}
+
+fn open(path: &Path) -> Result<Database, Fatal> {
+    Database::open(path).map_err(|e| Fatal {
+        code: 2,
+        message: e.to_string(),
+    })
+}
+
+/// The files behind the command-line paths: files as given, directories'
+/// `*.ndjson` / `*.jsonl` files in name order.
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Fatal::usage(format!("cannot use '{}': {e}", path.display())))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Fatal::usage(format!("cannot list '{}': {e}", path.display())))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension().is_some_and(|x| {
+                            x.eq_ignore_ascii_case("ndjson") || x.eq_ignore_ascii_case("jsonl")
+                        })
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+#[derive(Serialize)]
+struct IngestSummary<'a> {
+    files: &'a [FileReport],
+    files_ingested: usize,
+    files_quarantined: usize,
+    totals: IngestStats,
+}
+
+async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
+    let files = expand(&args.paths)?;
+    let repo =
+        ExposureRepository::with_chunk_size(usize::try_from(args.chunk_size).unwrap_or(usize::MAX));
+    let limits = Limits {
+        max_line_bytes: usize::try_from(args.max_line_bytes).unwrap_or(usize::MAX),
+    };
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .collect();
+    let bar = progress_bar(sizes.iter().sum());
+    let mut reports = Vec::with_capacity(files.len());
+    let mut done_bytes = 0;
+    for (file, size) in files.iter().zip(&sizes) {
+        let progress: Option<ingest::Progress> = bar.clone().map(|bar| {
+            let base = done_bytes;
+            Arc::new(move |bytes: u64| bar.set_position(base + bytes)) as ingest::Progress
+        });
+        if let Some(bar) = &bar {
+            bar.set_message(file.display().to_string());
+        }
+        let report = ingest::ingest_file(db, repo, file, limits, progress).await?;
+        done_bytes += size;
+        if let Some(bar) = &bar {
+            bar.set_position(done_bytes);
+        }
+        if !args.json {
+            let line = describe(&report);
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => println!("{line}"),
+            }
+        }
+        reports.push(report);
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let mut totals = IngestStats::default();
+    let mut quarantined = 0;
+    for report in &reports {
+        match &report.outcome {
+            FileOutcome::Ingested { stats } => totals += *stats,
+            FileOutcome::Quarantined { .. } => quarantined += 1,
+        }
+    }
+    let summary = IngestSummary {
+        files: &reports,
+        files_ingested: reports.len() - quarantined,
+        files_quarantined: quarantined,
+        totals,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "total: {} files ingested, {} quarantined; events: {} inserted, {} skipped; exposures: {} inserted, {} updated",
+            summary.files_ingested,
+            summary.files_quarantined,
+            totals.events_inserted,
+            totals.events_skipped,
+            totals.exposures_inserted,
+            totals.exposures_updated,
+        );
+    }
+    Ok(if quarantined == 0 { 0 } else { 1 })
+}
+
+fn describe(report: &FileReport) -> String {
+    match &report.outcome {
+        FileOutcome::Ingested { stats } => format!(
+            "ingested     {}: {} events ({} inserted, {} skipped); exposures: {} inserted, {} updated",
+            report.path.display(),
+            report.events_read,
+            stats.events_inserted,
+            stats.events_skipped,
+            stats.exposures_inserted,
+            stats.exposures_updated,
+        ),
+        FileOutcome::Quarantined { rejection } => format!(
+            "quarantined  {}: {}: {}",
+            report.path.display(),
+            rejection.error_type.as_str(),
+            rejection.message
+        ),
+    }
+}
+
+/// A progress bar over `total` bytes, only when stderr is a terminal.
+fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+async fn exposures_command(db: &Database, args: &ExposuresArgs) -> Result<u8, Fatal> {
+    let filter = ExposureFilter {
+        office_id: args.office.clone(),
+        status: args.status,
+        severity: args.severity,
+        exposure_class: args.class.clone(),
+        last_seen_from: args.since,
+        last_seen_to: None,
+    };
+    let rows = ExposureRepository::default()
+        .current_exposures(
+            db,
+            &filter,
+            Page {
+                offset: 0,
+                limit: args.limit,
+            },
+        )
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<24}  {:<12}  {:<18}  {:<20}  {:<9}  {:<8}  {:>5}  {:<28}  SERVICE",
+        "LAST SEEN", "OFFICE", "EXPOSURE", "CLASS", "STATUS", "SEVERITY", "RISK", "HOST"
+    )?;
+    for r in &rows {
+        let service = match (&r.service_name, r.dst_port, &r.protocol) {
+            (Some(name), Some(port), Some(proto)) => format!("{name} {port}/{proto}"),
+            (Some(name), _, _) => name.clone(),
+            (None, Some(port), _) => port.to_string(),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{:<24}  {:<12}  {:<18}  {:<20}  {:<9}  {:<8}  {:>5.1}  {:<28}  {service}",
+            r.last_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            r.office_id,
+            r.exposure_id,
+            r.exposure_class,
+            r.status.as_str(),
+            r.severity.as_str(),
+            r.risk_score,
+            r.hostname.as_deref().unwrap_or("-"),
+        )?;
+    }
+    writeln!(out, "({} shown)", rows.len())?;
+    Ok(0)
+}
+
+async fn summary_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+    let repo = ExposureRepository::default();
+    let counts = repo.exposure_counts(db).await?;
+    let totals = repo.totals(db).await?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "counts": counts, "totals": totals }))?
+        )?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "events: {}   current exposures: {}   quarantined files: {}",
+        totals.events, totals.exposures, totals.quarantined_files
+    )?;
+    writeln!(out, "\nby severity:")?;
+    for (severity, n) in &counts.by_severity {
+        writeln!(out, "  {:<10} {n:>10}", severity.as_str())?;
+    }
+    writeln!(out, "\nby status:")?;
+    for (status, n) in &counts.by_status {
+        writeln!(out, "  {:<10} {n:>10}", status.as_str())?;
+    }
+    writeln!(out, "\nby office:")?;
+    for (office, n) in &counts.by_office {
+        writeln!(out, "  {office:<10} {n:>10}")?;
+    }
+    Ok(0)
+}
+
+async fn quarantine_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+    let rows = ExposureRepository::default().quarantined_files(db).await?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        writeln!(out, "no quarantined files")?;
+    }
+    for q in &rows {
+        writeln!(
+            out,
+            "#{}  {}  {}  {}: {}",
+            q.id,
+            q.quarantined_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            q.filename,
+            q.error_type,
+            q.error_message
+        )?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,414 @@
+//! End-to-end: the built `exposure-store` binary on temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::helpers::TestResult;
+
+const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
+
+const GOOD: &str = r#"{"event_id":"g-1","timestamp":"2025-01-05T16:00:03.161-08:00","office_id":"office-005","asset_id":"asset-005-00026","exposure_id":"EXP-ac87f8505ae9","exposure_class":"outdated_software","event_action":"opened","status":"open","severity":"medium","risk_score":6.4,"hostname":"ws-005-00026.corp.example","asset_ip":"10.5.0.27","dst_ip":"10.5.0.27","dst_port":53,"protocol":"udp","service_name":"domain","service_product":"dnsmasq","service_version":"2.89","scan_run_id":null,"raw_payload_json":{"scanner":"agent","plugin_id":97035,"seq":0,"tags":[]}}"#;
+
+struct Env {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Env {
+    fn new() -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("data").join("exposures.duckdb");
+        Ok(Self { dir, db })
+    }
+
+    fn run(&self, args: &[&str]) -> TestResult<Output> {
+        Ok(Command::new(BIN)
+            .args(args)
+            .env("DB_PATH", &self.db)
+            .env_remove("RUST_LOG")
+            .output()?)
+    }
+
+    fn json(&self, args: &[&str]) -> TestResult<(i32, Value)> {
+        let out = self.run(args)?;
+        let code = out.status.code().ok_or("killed by a signal")?;
+        let value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "{e}: stdout was {:?}, stderr {:?}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((code, value))
+    }
+
+    fn file(&self, name: &str, content: impl AsRef<[u8]>) -> TestResult<PathBuf> {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+        Ok(path)
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+fn line(id: &str, edit: impl Fn(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(GOOD).unwrap_or_default();
+    v["event_id"] = Value::from(id);
+    edit(&mut v);
+    v.to_string()
+}
+
+/// The line with one byte of its host name replaced by Latin-1 "é".
+fn latin1(line: &str) -> Vec<u8> {
+    let mut bytes = line.as_bytes().to_vec();
+    if let Some(pos) = line.find("corp.example") {
+        bytes[pos] = 0xE9;
+    }
+    bytes
+}
+
+#[test]
+fn generate_ingest_reingest_and_query() -> TestResult {
+    let env = Env::new()?;
+    let generated = Command::new(BIN)
+        .args([
+            "generate",
+            "--events",
+            "300",
+            "--exposures",
+            "40",
+            "--offices",
+            "4",
+            "--seed",
+            "9",
+        ])
+        .output()?;
+    assert!(generated.status.success());
+    let file = env.file("scan.ndjson", &generated.stdout)?;
+
+    let (code, first) = env.json(&["ingest", "--json", "--chunk-size", "7", s(&file)])?;
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(first["files_ingested"], 1);
+    assert_eq!(first["totals"]["events_inserted"], 300);
+    let keys = first["totals"]["exposures_inserted"]
+        .as_u64()
+        .ok_or("no key count")?;
+    assert!(keys > 30 && keys <= 40);
+    assert_eq!(first["files"][0]["outcome"], "ingested");
+
+    // The same file again is a no-op.
+    let (code, again) = env.json(&["ingest", "--json", s(&file)])?;
+    assert_eq!(code, 0);
+    assert_eq!(again["totals"]["events_inserted"], 0);
+    assert_eq!(again["totals"]["events_skipped"], 300);
+    assert_eq!(again["totals"]["exposures_updated"], 0);
+
+    let (code, summary) = env.json(&["summary", "--json"])?;
+    assert_eq!(code, 0);
+    assert_eq!(summary["totals"]["events"], 300);
+    assert_eq!(summary["totals"]["exposures"], keys);
+    let by_office: u64 = summary["counts"]["by_office"]
+        .as_array()
+        .ok_or("no office counts")?
+        .iter()
+        .filter_map(|pair| pair[1].as_u64())
+        .sum();
+    assert_eq!(by_office, keys);
+
+    let (code, rows) = env.json(&[
+        "exposures",
+        "--json",
+        "--office",
+        "office-001",
+        "--limit",
+        "5",
+    ])?;
+    assert_eq!(code, 0);
+    let rows = rows.as_array().ok_or("not a list")?;
+    assert!(!rows.is_empty() && rows.len() <= 5);
+    assert!(rows.iter().all(|r| r["office_id"] == "office-001"));
+    let seen: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["last_seen"].as_str())
+        .collect();
+    let mut sorted = seen.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first");
+
+    let text = env.run(&["exposures", "--severity", "CRITICAL"])?;
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("LAST SEEN"));
+    Ok(())
+}
+
+/// Each bad input quarantines exactly its file, with a precise reason.
+#[test]
+fn bad_files_are_quarantined_and_the_rest_ingested() -> TestResult {
+    let env = Env::new()?;
+    let dir = env.dir.path().join("in");
+    let cases: Vec<(&str, Vec<u8>, &str, Option<&str>)> = vec![
+        (
+            "01-malformed.ndjson",
+            format!("{}\n{{\"event_id\": \"x\",\n", line("m1", |_| ())).into_bytes(),
+            "invalid_json",
+            None,
+        ),
+        (
+            "02-missing.ndjson",
+            line("s1", |v| {
+                v.as_object_mut().map(|o| o.remove("severity"));
+            })
+            .into_bytes(),
+            "invalid_event",
+            Some("severity"),
+        ),
+        (
+            "03-wrong-type.jsonl",
+            line("w1", |v| v["risk_score"] = Value::from("high")).into_bytes(),
+            "invalid_event",
+            Some("risk_score"),
+        ),
+        (
+            "04-unknown-severity.ndjson",
+            line("u1", |v| v["severity"] = Value::from("urgent")).into_bytes(),
+            "invalid_event",
+            Some("severity"),
+        ),
+        (
+            "05-bad-timestamp.ndjson",
+            line("t1", |v| v["timestamp"] = Value::from("yesterday")).into_bytes(),
+            "invalid_event",
+            Some("timestamp"),
+        ),
+        ("06-empty.ndjson", Vec::new(), "empty_file", None),
+        (
+            "07-latin1.ndjson",
+            latin1(&line("l1", |_| ())),
+            "invalid_encoding",
+            None,
+        ),
+        (
+            "08-not-an-object.ndjson",
+            b"[1, 2, 3]\n".to_vec(),
+            "invalid_event",
+            None,
+        ),
+        (
+            "09-bad-port.ndjson",
+            line("p1", |v| v["dst_port"] = Value::from(70_000)).into_bytes(),
+            "invalid_event",
+            Some("dst_port"),
+        ),
+    ];
+    for (name, content, _, _) in &cases {
+        env.file(&format!("in/{name}"), content)?;
+    }
+    // Good files around them: BOM, CRLF and blank lines are fine.
+    env.file(
+        "in/00-good.ndjson",
+        format!(
+            "\u{feff}{}\r\n\r\n{}\r\n",
+            line("a1", |_| ()),
+            line("a2", |v| v["exposure_id"] = Value::from("EXP-2"))
+        ),
+    )?;
+    env.file(
+        "in/99-good.jsonl",
+        format!(
+            "\n{}\n",
+            line("z1", |v| v["exposure_id"] = Value::from("EXP-3"))
+        ),
+    )?;
+    env.file("in/ignored.txt", "not ndjson")?;
+
+    let (code, out) = env.json(&["ingest", "--json", s(&dir)])?;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out["files_ingested"], 2);
+    assert_eq!(out["files_quarantined"], cases.len());
+    assert_eq!(out["totals"]["events_inserted"], 3);
+    let files = out["files"].as_array().ok_or("no files")?;
+    for (name, _, error_type, field) in &cases {
+        let report = files
+            .iter()
+            .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(name)))
+            .ok_or(format!("{name} missing from the report"))?;
+        assert_eq!(report["outcome"], "quarantined", "{name}");
+        assert_eq!(
+            report["rejection"]["error_type"], *error_type,
+            "{name}: {report}"
+        );
+        if let Some(field) = field {
+            assert_eq!(
+                report["rejection"]["details"]["field"], *field,
+                "{name}: {report}"
+            );
+            assert_eq!(
+                report["rejection"]["details"]["line"], 1,
+                "{name}: {report}"
+            );
+        }
+    }
+
+    // Nothing of a quarantined file reached the tables.
+    let (_, summary) = env.json(&["summary", "--json"])?;
+    assert_eq!(summary["totals"]["events"], 3);
+    assert_eq!(summary["totals"]["exposures"], 3);
+    assert_eq!(summary["totals"]["quarantined_files"], cases.len());
+    let (_, quarantine) = env.json(&["quarantine", "--json"])?;
+    let first = &quarantine[0];
+    assert!(
+        first["filename"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("01-malformed.ndjson"))
+    );
+    assert_eq!(first["error_type"], "invalid_json");
+    assert_eq!(first["error_details_json"]["line"], 2);
+    Ok(())
+}
+
+#[test]
+fn a_file_that_fails_late_leaves_nothing_behind() -> TestResult {
+    let env = Env::new()?;
+    let mut content = String::new();
+    for i in 0..2_000 {
+        content.push_str(&line(&format!("late-{i}"), |v| {
+            v["exposure_id"] = Value::from(format!("EXP-{}", i % 50))
+        }));
+        content.push('\n');
+    }
+    content.push_str("{oops\n");
+    let file = env.file("late-error.ndjson", content)?;
+    let (code, out) = env.json(&["ingest", "--json", "--chunk-size", "100", s(&file)])?;
+    assert_eq!(code, 1);
+    assert_eq!(out["files"][0]["rejection"]["details"]["line"], 2_001);
+    let (_, summary) = env.json(&["summary", "--json"])?;
+    assert_eq!(summary["totals"]["events"], 0);
+    assert_eq!(summary["totals"]["exposures"], 0);
+    Ok(())
+}
+
+#[test]
+fn a_line_of_many_megabytes_is_rejected_with_its_reason() -> TestResult {
+    let env = Env::new()?;
+    let huge = line("huge", |v| {
+        v["raw_payload_json"] = Value::from("x".repeat(3 * 1024 * 1024))
+    });
+    let file = env.file("huge.ndjson", format!("{}\n{huge}\n", line("ok", |_| ())))?;
+    let (code, out) = env.json(&["ingest", "--json", "--max-line-bytes", "1048576", s(&file)])?;
+    assert_eq!(code, 1);
+    let rejection = &out["files"][0]["rejection"];
+    assert_eq!(rejection["error_type"], "line_too_long");
+    assert_eq!(rejection["details"]["line"], 2);
+    assert_eq!(rejection["details"]["limit_bytes"], 1_048_576);
+    // Under the default limit the same file is fine.
+    let (code, _) = env.json(&["ingest", "--json", s(&file)])?;
+    assert_eq!(code, 0);
+    Ok(())
+}
+
+#[test]
+fn text_output_reports_each_file_and_totals() -> TestResult {
+    let env = Env::new()?;
+    let good = env.file("good.ndjson", format!("{}\n", line("t-1", |_| ())))?;
+    let bad = env.file("bad.ndjson", "{\n")?;
+    let out = env.run(&["ingest", s(&good), s(&bad)])?;
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ingested     ") && stdout.contains("good.ndjson: 1 events"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("quarantined  ") && stdout.contains("bad.ndjson: invalid_json: line 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("total: 1 files ingested, 1 quarantined"),
+        "{stdout}"
+    );
+    let listed = env.run(&["quarantine"])?;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("bad.ndjson  invalid_json"));
+    Ok(())
+}
+
+#[test]
+fn usage_errors_and_unusable_databases_exit_2() -> TestResult {
+    let env = Env::new()?;
+    let out = env.run(&["ingest", "--no-such-flag", "x"])?;
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["ingest", s(&env.dir.path().join("missing.ndjson"))])?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.ndjson"));
+    let out = env.run(&["exposures", "--severity", "urgent"])?;
+    assert_eq!(out.status.code(), Some(2));
+
+    let blocker = env.file("blocker", "a file, not a directory")?;
+    let good = env.file("good.ndjson", format!("{}\n", line("x", |_| ())))?;
+    let out = Command::new(BIN)
+        .args(["ingest", "--db", s(&blocker.join("db.duckdb")), s(&good)])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot open database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn migrate_verbs_and_init_through_the_cli() -> TestResult {
+    let env = Env::new()?;
+    let out = env.run(&["init"])?;
+    assert!(out.status.success());
+    let status = env.run(&["migrate", "status"])?;
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("applied")).count(),
+        3,
+        "{text}"
+    );
+    let down = env.run(&["migrate", "down", "-n", "2"])?;
+    assert_eq!(
+        String::from_utf8_lossy(&down.stdout)
+            .lines()
+            .filter(|l| l.starts_with("pending"))
+            .count(),
+        2
+    );
+    for verb in [
+        ["migrate", "up"],
+        ["migrate", "refresh"],
+        ["migrate", "fresh"],
+    ] {
+        let out = env.run(&verb)?;
+        assert!(
+            out.status.success(),
+            "{verb:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("applied"))
+                .count(),
+            3
+        );
+    }
+    let reset = env.run(&["migrate", "reset"])?;
+    assert_eq!(
+        String::from_utf8_lossy(&reset.stdout)
+            .lines()
+            .filter(|l| l.starts_with("pending"))
+            .count(),
+        3
+    );
+    Ok(())
+}

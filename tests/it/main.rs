@@ -1,0 +1,10 @@
+//! Integration tests: one binary, each test on its own DuckDB file in a
+//! temporary directory, created through the real migrations.
+
+mod cli;
+mod helpers;
+mod migrations;
+mod properties;
+mod repository;
+mod roundtrip;
+mod sessions;

@@ -5,7 +5,7 @@
 //! the database cannot be opened or migrated.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::DEFAULT_DB_PATH;
+use crate::config::{DEFAULT_DB_PATH, duckdb_options};
 use crate::entity::{Severity, Status};
 use crate::generate::{GenerateOptions, generate};
 use crate::ingest::{self, FileOutcome, FileReport, Limits};
@@ -31,6 +31,10 @@ pub struct Cli {
     /// DuckDB database file (created, with its directory, if missing).
     #[arg(long, global = true, env = "DB_PATH", default_value = DEFAULT_DB_PATH)]
     pub db: PathBuf,
+    /// DuckDB's memory limit, e.g. 512MB (default: DuckDB's, 80% of RAM). A
+    /// file too large to ingest within it is quarantined, not half-written.
+    #[arg(long, global = true, env = "DUCKDB_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -199,7 +203,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         generate(options, std::io::stdout().lock())?;
         return Ok(0);
     }
-    let db = open(&cli.db)?;
+    let db = Database::open_with(&cli.db, &duckdb_options(cli.memory_limit.as_deref()))?;
     match cli.command {
         Command::Ingest(args) => {
             db.init().await?;
@@ -228,13 +232,6 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         }
         Command::Generate { .. } => Ok(0),
     }
-}
-
-fn open(path: &Path) -> Result<Database, Fatal> {
-    Database::open(path).map_err(|e| Fatal {
-        code: 2,
-        message: e.to_string(),
-    })
 }
 
 /// The files behind the command-line paths: files as given, directories'

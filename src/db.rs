@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use duckdb_adapter::{DuckDbConnection, Instance};
+use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
 use migration::commands::{MigrateCommand, MigrationState};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
 
@@ -52,13 +52,23 @@ impl Database {
     /// [`Error::Open`] when the directory cannot be created or DuckDB
     /// refuses the file (for example another process holds its lock).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &InstanceOptions::default())
+    }
+
+    /// As [`Database::open`], with DuckDB settings (applied when this call
+    /// opens the file; an instance already open in the process is shared
+    /// as it is).
+    ///
+    /// # Errors
+    /// As [`Database::open`], or an invalid setting.
+    pub fn open_with(path: impl AsRef<Path>, options: &InstanceOptions) -> Result<Self> {
         let path = path.as_ref();
         let open_err = |reason: String| Error::Open {
             path: path.to_path_buf(),
             reason,
         };
         duckdb_adapter::ensure_parent_dir(path).map_err(|e| open_err(e.to_string()))?;
-        let instance = Instance::open(path).map_err(|e| open_err(e.to_string()))?;
+        let instance = Instance::open_with(path, options).map_err(|e| open_err(e.to_string()))?;
         Ok(Self::from_instance(instance))
     }
 
@@ -80,7 +90,8 @@ impl Database {
     /// # Errors
     /// As [`Database::open`].
     pub fn from_env() -> Result<Self> {
-        Self::open(Config::from_env().db_path)
+        let config = Config::from_env();
+        Self::open_with(&config.db_path, &config.duckdb)
     }
 
     fn from_instance(instance: Instance) -> Self {

@@ -115,7 +115,9 @@ pub fn generate(options: GenerateOptions, out: impl Write) -> io::Result<()> {
             Exposure {
                 office_id: format!("office-{office:03}"),
                 asset_id: format!("asset-{office:03}-{asset:05}"),
-                exposure_id: format!("EXP-{:012x}", rng.u64(..) & 0xffff_ffff_ffff),
+                // Stable across seeds, so files generated with different
+                // seeds report on the same exposures.
+                exposure_id: format!("EXP-{:012x}", mix(j) & 0xffff_ffff_ffff),
                 hostname: format!("ws-{office:03}-{asset:05}.corp.example"),
                 ip: format!(
                     "10.{}.{}.{}",
@@ -218,6 +220,14 @@ pub fn generate(options: GenerateOptions, out: impl Write) -> io::Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()
+}
+
+/// SplitMix64's finaliser: a fixed, well-spread id for each exposure index.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn uuid_like(rng: &mut fastrand::Rng) -> String {

@@ -44,6 +44,11 @@ pub use repository::{ExposureRepository, IngestStats, ingest_events};
 
 /// The DuckDB connection adapter (re-exported from the `duckdb-adapter` crate).
 pub use duckdb_adapter;
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The Sea-ORM entities (re-exported from the `entity` crate).
 pub use entity;
 /// The schema migrations and their verbs (re-exported from the `migration` crate).

@@ -30,6 +30,29 @@ struct Inner {
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// DuckDB settings applied when an instance is first opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceOptions {
+    /// DuckDB's `memory_limit` (for example `"512MB"`); DuckDB's default is
+    /// 80% of the machine's memory. Beyond the limit DuckDB spills to disk.
+    pub memory_limit: Option<String>,
+    /// DuckDB's worker threads; DuckDB's default is one per core.
+    pub threads: Option<i64>,
+}
+
+impl InstanceOptions {
+    fn config(&self) -> Result<duckdb::Config> {
+        let mut config = duckdb::Config::default();
+        if let Some(limit) = &self.memory_limit {
+            config = config.max_memory(limit)?;
+        }
+        if let Some(threads) = self.threads {
+            config = config.threads(threads)?;
+        }
+        Ok(config)
+    }
+}
+
 /// A DuckDB database instance: a file opened once in this process, or an
 /// in-memory database. Cheap to clone; all clones share the instance.
 #[derive(Debug, Clone)]
@@ -46,13 +69,23 @@ impl Instance {
     /// (for example because another process holds its write lock; DuckDB's
     /// message names the file and the process).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, &InstanceOptions::default())
+    }
+
+    /// As [`Instance::open`], with DuckDB settings. The settings apply when
+    /// this call opens the file; an instance already open in this process is
+    /// returned as it is.
+    ///
+    /// # Errors
+    /// As [`Instance::open`], or an invalid setting.
+    pub fn open_with(path: impl AsRef<Path>, options: &InstanceOptions) -> Result<Self> {
         let key = canonical_key(path.as_ref())?;
         let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         registry.retain(|_, weak| weak.strong_count() > 0);
         if let Some(inner) = registry.get(&key).and_then(Weak::upgrade) {
             return Ok(Self { inner });
         }
-        let conn = duckdb::Connection::open(&key)?;
+        let conn = duckdb::Connection::open_with_flags(&key, options.config()?)?;
         let inner = Arc::new(Inner {
             root: Mutex::new(conn),
             path: Some(key.clone()),

@@ -33,5 +33,5 @@ pub use connection::DuckDbConnection;
 pub use convert::to_duckdb;
 pub use duckdb;
 pub use error::{AdapterError, ErrorKind, Result, classify_message, error_kind};
-pub use instance::{Instance, ensure_parent_dir};
+pub use instance::{Instance, InstanceOptions, ensure_parent_dir};
 pub use proxy::{ProxyGuard, database_connection};

@@ -33,10 +33,16 @@ impl Config {
     /// defaults when they are unset or empty.
     #[must_use]
     pub fn from_env() -> Self {
-        let db_path = std::env::var_os("DB_PATH")
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::from_env`], reading variables through `lookup`.
+    #[must_use]
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let db_path = lookup("DB_PATH")
             .filter(|p| !p.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_DB_PATH), PathBuf::from);
-        let memory_limit = std::env::var("DUCKDB_MEMORY_LIMIT").ok();
+        let memory_limit = lookup("DUCKDB_MEMORY_LIMIT");
         Self {
             db_path,
             duckdb: duckdb_options(memory_limit.as_deref()),
@@ -51,5 +57,26 @@ pub fn duckdb_options(memory_limit: Option<&str>) -> InstanceOptions {
     InstanceOptions {
         memory_limit: memory_limit.filter(|m| !m.is_empty()).map(str::to_owned),
         threads: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_or_empty_variables_fall_back_to_the_defaults() {
+        let unset = Config::from_lookup(|_| None);
+        assert_eq!(unset.db_path, PathBuf::from("/app/data/exposures.duckdb"));
+        assert_eq!(unset.duckdb.memory_limit, None);
+        let empty = Config::from_lookup(|_| Some(String::new()));
+        assert_eq!(empty, unset);
+        let set = Config::from_lookup(|name| match name {
+            "DB_PATH" => Some("/srv/x.duckdb".to_owned()),
+            "DUCKDB_MEMORY_LIMIT" => Some("1GB".to_owned()),
+            _ => None,
+        });
+        assert_eq!(set.db_path, PathBuf::from("/srv/x.duckdb"));
+        assert_eq!(set.duckdb.memory_limit.as_deref(), Some("1GB"));
     }
 }

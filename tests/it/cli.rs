@@ -412,3 +412,35 @@ fn migrate_verbs_and_init_through_the_cli() -> TestResult {
     );
     Ok(())
 }
+
+/// A file that vanished before it was read, or cannot be read as a file,
+/// is quarantined as an I/O error; the run goes on.
+#[tokio::test]
+async fn unreadable_files_are_quarantined_as_io_errors() -> TestResult {
+    use exposure_store::ingest::{FileOutcome, Limits, ingest_file};
+    let t = crate::helpers::TestDb::new().await?;
+    let repo = exposure_store::ExposureRepository::default();
+    let gone = t.dir.path().join("gone.ndjson");
+    let directory = t.dir.path().join("a-directory.ndjson");
+    std::fs::create_dir(&directory)?;
+    for path in [&gone, &directory] {
+        let report = ingest_file(&t.db, repo, path, Limits::default(), None).await?;
+        match report.outcome {
+            FileOutcome::Quarantined { rejection } => {
+                assert_eq!(
+                    rejection.error_type.as_str(),
+                    "io_error",
+                    "{}: {rejection:?}",
+                    path.display()
+                );
+            }
+            other => panic!("{} was not quarantined: {other:?}", path.display()),
+        }
+    }
+    let listed = exposure_store::ExposureRepository::default()
+        .quarantined_files(&t.db)
+        .await?;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|q| q.error_type == "io_error"));
+    Ok(())
+}

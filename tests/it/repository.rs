@@ -491,3 +491,11 @@ async fn quarantine_records_and_lists_files() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn stats_add_up_across_calls() {
+    let mut total = stats(1, 2, 3, 4);
+    total += stats(10, 20, 30, 40);
+    assert_eq!(total, stats(11, 22, 33, 44));
+    assert_eq!(stats(1, 1, 1, 1) + stats(1, 0, 0, 1), stats(2, 1, 1, 2));
+}

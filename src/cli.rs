@@ -267,6 +267,8 @@ struct IngestSummary<'a> {
     files_ingested: usize,
     files_quarantined: usize,
     totals: IngestStats,
+    /// Peak resident memory of this process (Linux; `null` elsewhere).
+    peak_rss_bytes: Option<u64>,
 }
 
 async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
@@ -321,6 +323,7 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
         files_ingested: reports.len() - quarantined,
         files_quarantined: quarantined,
         totals,
+        peak_rss_bytes: peak_rss_bytes(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -336,6 +339,15 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
         );
     }
     Ok(if quarantined == 0 { 0 } else { 1 })
+}
+
+/// This process's peak resident set size, from `/proc/self/status` (`VmHWM`).
+#[must_use]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn describe(report: &FileReport) -> String {

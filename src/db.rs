@@ -162,7 +162,12 @@ impl Database {
         let session = self.begin().await?;
         match work(&session).await {
             Ok(value) => {
+                let started = std::time::Instant::now();
                 session.commit().await?;
+                tracing::debug!(
+                    commit_ms = started.elapsed().as_millis(),
+                    "unit of work committed"
+                );
                 Ok(value)
             }
             Err(e) => {

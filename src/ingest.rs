@@ -393,7 +393,7 @@ pub async fn ingest_file(
                     details: json!({ "reason": "no non-blank line" }),
                 }));
             }
-            Ok(ingestion.stats())
+            Ok(ingestion.finish().await?)
         })
         .await;
     let rejection = match attempt {

@@ -16,6 +16,10 @@
 //! - an *older* (late) event only fills details that are NULL
 //!   (`COALESCE(stored, event)`).
 //!
+//! The fold runs over a whole ingest call (all of its chunks), so each key
+//! is written to `exposures_current` once per call: updating the same rows
+//! once per chunk would leave one row version per chunk in the transaction.
+//!
 //! For one key and a batch `e1..en` this sequence has a closed form. Call
 //! `ei` a *record* event when its timestamp is `>=` the stored `last_seen`
 //! and every earlier event of the batch. For each detail `f`, the result is
@@ -46,17 +50,23 @@ macro_rules! details {
         }
 
         impl Details {
-            fn of(e: &ExposureEvent) -> Self {
-                Self { $($field: e.$field.clone(),)* }
+            /// `self.f = COALESCE(e.f, self.f)` for every detail.
+            fn replace_from(&mut self, e: &ExposureEvent) {
+                $(if let Some(value) = &e.$field {
+                    match &mut self.$field {
+                        Some(current) => current.clone_from(value),
+                        slot @ None => *slot = Some(value.clone()),
+                    }
+                })*
             }
 
-            /// `self.f = COALESCE(other.f, self.f)` for every detail.
-            fn replace_from(&mut self, other: &Self) {
-                $(if other.$field.is_some() { self.$field.clone_from(&other.$field); })*
+            /// `self.f = COALESCE(self.f, e.f)` for every detail.
+            fn fill_from(&mut self, e: &ExposureEvent) {
+                $(if self.$field.is_none() { self.$field.clone_from(&e.$field); })*
             }
 
             /// `self.f = COALESCE(self.f, other.f)` for every detail.
-            fn fill_from(&mut self, other: &Self) {
+            fn fill_from_details(&mut self, other: &Self) {
                 $(if self.$field.is_none() { self.$field.clone_from(&other.$field); })*
             }
 
@@ -107,8 +117,44 @@ pub(crate) struct Folded {
     pub(crate) fill: Option<Details>,
 }
 
-struct Acc<'a> {
-    latest: &'a ExposureEvent,
+/// The values taken from the newest event.
+#[derive(Debug)]
+struct Latest {
+    exposure_class: String,
+    asset_id: String,
+    status: Status,
+    severity: Severity,
+    event_action: EventAction,
+    risk_score: f64,
+}
+
+impl Latest {
+    fn of(e: &ExposureEvent) -> Self {
+        Self {
+            exposure_class: e.exposure_class.clone(),
+            asset_id: e.asset_id.clone(),
+            status: e.status,
+            severity: e.severity,
+            event_action: e.event_action,
+            risk_score: e.risk_score,
+        }
+    }
+
+    fn set(&mut self, e: &ExposureEvent) {
+        self.exposure_class.clone_from(&e.exposure_class);
+        self.asset_id.clone_from(&e.asset_id);
+        self.status = e.status;
+        self.severity = e.severity;
+        self.event_action = e.event_action;
+        self.risk_score = e.risk_score;
+    }
+}
+
+#[derive(Debug)]
+struct Acc {
+    office_id: String,
+    exposure_id: String,
+    latest: Latest,
     stored: bool,
     first_seen: i64,
     last_seen: i64,
@@ -119,25 +165,37 @@ struct Acc<'a> {
     first: Details,
 }
 
-/// Folds `events` (in input order) per key. `stored_last_seen` gives the
-/// stored `last_seen` (microseconds) of keys that exist.
-pub(crate) fn fold<'a>(
-    events: impl IntoIterator<Item = &'a ExposureEvent>,
-    stored_last_seen: &HashMap<Key, i64>,
-) -> Vec<Folded> {
-    let mut index: HashMap<(&'a str, &'a str), usize> = HashMap::new();
-    let mut accs: Vec<Acc<'a>> = Vec::new();
-    for e in events {
+/// The fold of one ingest call, fed event by event in input order.
+#[derive(Debug, Default)]
+pub(crate) struct Folder {
+    /// office id -> exposure id -> position in `accs` (offices are few, so
+    /// lookups by `&str` need no key allocation).
+    index: HashMap<String, HashMap<String, usize>>,
+    accs: Vec<Acc>,
+}
+
+impl Folder {
+    /// Whether the key already has a fold (its stored state was looked up).
+    pub(crate) fn knows(&self, office_id: &str, exposure_id: &str) -> bool {
+        self.slot(office_id, exposure_id).is_some()
+    }
+
+    fn slot(&self, office_id: &str, exposure_id: &str) -> Option<usize> {
+        self.index.get(office_id)?.get(exposure_id).copied()
+    }
+
+    /// Folds the next event. For a key seen for the first time, `stored`
+    /// gives the stored `last_seen` (microseconds) if the key exists.
+    pub(crate) fn push(&mut self, e: &ExposureEvent, stored: impl FnOnce() -> Option<i64>) {
         let t = e.timestamp_micros();
-        let details = Details::of(e);
-        let slot = *index
-            .entry((e.office_id.as_str(), e.exposure_id.as_str()))
-            .or_insert_with(|| {
-                let bar = stored_last_seen
-                    .get(&(e.office_id.clone(), e.exposure_id.clone()))
-                    .copied();
-                accs.push(Acc {
-                    latest: e,
+        let slot = match self.slot(&e.office_id, &e.exposure_id) {
+            Some(slot) => slot,
+            None => {
+                let bar = stored();
+                self.accs.push(Acc {
+                    office_id: e.office_id.clone(),
+                    exposure_id: e.exposure_id.clone(),
+                    latest: Latest::of(e),
                     stored: bar.is_some(),
                     first_seen: t,
                     last_seen: t,
@@ -145,44 +203,71 @@ pub(crate) fn fold<'a>(
                     record: Details::default(),
                     first: Details::default(),
                 });
-                accs.len() - 1
-            });
-        let acc = &mut accs[slot];
+                let slot = self.accs.len() - 1;
+                self.index
+                    .entry(e.office_id.clone())
+                    .or_default()
+                    .insert(e.exposure_id.clone(), slot);
+                slot
+            }
+        };
+        let acc = &mut self.accs[slot];
         acc.first_seen = acc.first_seen.min(t);
         if t >= acc.last_seen {
             acc.last_seen = t;
-            acc.latest = e; // ties: the later event in input order wins
+            acc.latest.set(e); // ties: the later event in input order wins
         }
         if acc.record_bar.is_none_or(|bar| t >= bar) {
             acc.record_bar = Some(t);
-            acc.record.replace_from(&details);
+            acc.record.replace_from(e);
         }
-        acc.first.fill_from(&details);
+        acc.first.fill_from(e);
     }
-    accs.into_iter().map(Acc::finish).collect()
+
+    /// One row per key, in order of first appearance.
+    pub(crate) fn finish(self) -> Vec<Folded> {
+        self.accs.into_iter().map(Acc::finish).collect()
+    }
 }
 
-impl Acc<'_> {
+/// Folds `events` (in input order) per key. `stored_last_seen` gives the
+/// stored `last_seen` (microseconds) of keys that exist.
+#[cfg(test)]
+pub(crate) fn fold<'a>(
+    events: impl IntoIterator<Item = &'a ExposureEvent>,
+    stored_last_seen: &HashMap<Key, i64>,
+) -> Vec<Folded> {
+    let mut folder = Folder::default();
+    for e in events {
+        folder.push(e, || {
+            stored_last_seen
+                .get(&(e.office_id.clone(), e.exposure_id.clone()))
+                .copied()
+        });
+    }
+    folder.finish()
+}
+
+impl Acc {
     fn finish(self) -> Folded {
-        let e = self.latest;
         let (replace, fill) = if self.stored {
             let fill = self.first.without(&self.record);
             (self.record, (!fill.is_empty()).then_some(fill))
         } else {
             let mut all = self.record;
-            all.fill_from(&self.first);
+            all.fill_from_details(&self.first);
             (all, None)
         };
         Folded {
-            office_id: e.office_id.clone(),
-            exposure_id: e.exposure_id.clone(),
+            office_id: self.office_id,
+            exposure_id: self.exposure_id,
             existed: self.stored,
-            exposure_class: e.exposure_class.clone(),
-            asset_id: e.asset_id.clone(),
-            status: e.status,
-            severity: e.severity,
-            event_action: e.event_action,
-            risk_score: e.risk_score,
+            exposure_class: self.latest.exposure_class,
+            asset_id: self.latest.asset_id,
+            status: self.latest.status,
+            severity: self.latest.severity,
+            event_action: self.latest.event_action,
+            risk_score: self.latest.risk_score,
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             replace,

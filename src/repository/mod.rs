@@ -4,25 +4,28 @@
 //! ([`Session`]), so a whole call is one transaction: all of it or none of
 //! it. Per chunk of events it
 //!
-//! 1. drops repeats of an event id within the chunk (a repeat in a later
-//!    chunk is caught by step 2, since the earlier one is stored by then);
-//! 2. stages the chunk with DuckDB's Appender and appends it to
-//!    `exposure_events` with `INSERT ... SELECT ... ON CONFLICT (event_id)
-//!    DO NOTHING RETURNING event_id`: stored ids are skipped, the new ones
-//!    named;
-//! 3. looks up the stored `last_seen` of the new events' keys, folds the new
-//!    events to one row per key (`fold.rs` explains the rules and
-//!    why), stages the folds, and upserts them into `exposures_current` with
-//!    `INSERT ... SELECT ... ON CONFLICT (office_id, exposure_id) DO UPDATE
-//!    SET ... COALESCE/GREATEST/LEAST/CASE` (a second, *fill* pass only when
-//!    late events fill NULL details).
+//! 1. drops repeats of an event id within the chunk;
+//! 2. stages the chunk's ids with DuckDB's Appender and looks up which are
+//!    stored already (a repeat from an earlier chunk of the same call is
+//!    stored by then, so it is found too); those are skipped;
+//! 3. appends the new events straight to `exposure_events` with the
+//!    Appender (the audit log needs no upsert: which ids are new is known);
+//! 4. folds the new events into one row per key (`fold.rs` explains the
+//!    rules and why), looking up the stored `last_seen` of keys the call
+//!    has not seen yet.
 //!
-//! Every statement is built with sea-query (`statements.rs`)
-//! and carries at most one row per key.
+//! When the call ends, the folded rows are staged once and upserted into
+//! `exposures_current` with `INSERT ... SELECT ... ON CONFLICT (office_id,
+//! exposure_id) DO UPDATE SET ... COALESCE/GREATEST/LEAST/CASE` (a second,
+//! *fill* pass only when late events fill NULL details): every statement
+//! carries at most one row per key, and each key is written once per call.
+//! Every statement is built with sea-query (`statements.rs`).
 
 mod fold;
 mod stage;
 mod statements;
+
+pub use stage::event_row;
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,8 +36,9 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use self::fold::Folder;
 use self::fold::Key;
-use self::statements::{PASS_FILL, PASS_REPLACE, StageCurrent, StageEvents, StageKeys};
+use self::statements::{PASS_FILL, PASS_REPLACE, StageCurrent, StageIds, StageKeys};
 use crate::db::Session;
 use crate::entity::prelude::*;
 use crate::entity::{exposure_current, quarantined_file};
@@ -221,11 +225,13 @@ impl ExposureRepository {
     ) -> Result<IngestStats> {
         let mut ingestion = self.ingestion(session).await?;
         ingestion.push(events).await?;
-        Ok(ingestion.stats())
+        ingestion.finish().await
     }
 
     /// Starts an ingest that can be fed in pieces (for example while a
-    /// large file is read), counting each key once across all pieces.
+    /// large file is read) and is completed by [`Ingestion::finish`]; the
+    /// pieces together behave as one call of
+    /// [`ExposureRepository::ingest_events`].
     ///
     /// # Errors
     /// The database's error while preparing the staging tables.
@@ -234,7 +240,7 @@ impl ExposureRepository {
         Ok(Ingestion {
             repo: *self,
             session,
-            counted: HashSet::new(),
+            folder: Folder::default(),
             stats: IngestStats::default(),
         })
     }
@@ -274,14 +280,11 @@ impl ExposureRepository {
         events: &[ExposureEvent],
     ) -> Result<UpsertedExposures> {
         create_staging(session).await?;
-        let mut counted = HashSet::new();
-        let mut out = UpsertedExposures::default();
+        let mut folder = Folder::default();
         for chunk in events.chunks(self.chunk_size) {
-            let done = upsert_chunk(session, chunk.iter(), &mut counted).await?;
-            out.inserted += done.inserted;
-            out.updated += done.updated;
+            fold_chunk(session, &mut folder, chunk.iter()).await?;
         }
-        Ok(out)
+        upsert_folded(session, folder).await
     }
 
     /// Records a file that failed to ingest.
@@ -393,48 +396,72 @@ impl ExposureRepository {
 pub struct Ingestion<'s> {
     repo: ExposureRepository,
     session: &'s Session,
-    /// Keys already counted as inserted or updated by this ingest.
-    counted: HashSet<Key>,
+    /// The current state of every key touched so far, written by `finish`.
+    folder: Folder,
     stats: IngestStats,
 }
 
 impl Ingestion<'_> {
-    /// Ingests the next piece of events (in chunks of the repository's size).
+    /// Appends the next piece of events to the audit log (in chunks of the
+    /// repository's size) and folds the new ones into the current state.
     ///
     /// # Errors
     /// The database's error; the unit of work must then be rolled back
     /// (returning the error from the work does that).
     pub async fn push(&mut self, events: &[ExposureEvent]) -> Result<()> {
         for chunk in events.chunks(self.repo.chunk_size) {
+            let started = std::time::Instant::now();
             let new = insert_chunk(self.session, chunk).await?;
+            let appended = started.elapsed();
             self.stats.events_inserted += new.len() as u64;
             self.stats.events_skipped += (chunk.len() - new.len()) as u64;
-            let upserted = upsert_chunk(
+            fold_chunk(
                 self.session,
+                &mut self.folder,
                 new.iter().map(|&i| &chunk[i]),
-                &mut self.counted,
             )
             .await?;
-            self.stats.exposures_inserted += upserted.inserted;
-            self.stats.exposures_updated += upserted.updated;
+            tracing::debug!(
+                events = chunk.len(),
+                new = new.len(),
+                append_ms = appended.as_millis(),
+                fold_ms = (started.elapsed() - appended).as_millis(),
+                "chunk ingested"
+            );
         }
         Ok(())
     }
 
-    /// What this ingest has done so far.
-    #[must_use]
-    pub fn stats(&self) -> IngestStats {
-        self.stats
+    /// Writes the current state of every key touched and returns what the
+    /// whole ingest did.
+    ///
+    /// # Errors
+    /// The database's error (roll the unit of work back).
+    pub async fn finish(self) -> Result<IngestStats> {
+        let started = std::time::Instant::now();
+        let upserted = upsert_folded(self.session, self.folder).await?;
+        tracing::debug!(
+            inserted = upserted.inserted,
+            updated = upserted.updated,
+            upsert_ms = started.elapsed().as_millis(),
+            "current state written"
+        );
+        Ok(IngestStats {
+            exposures_inserted: upserted.inserted,
+            exposures_updated: upserted.updated,
+            ..self.stats
+        })
     }
 }
 
 async fn create_staging(session: &Session) -> Result<()> {
-    session.execute(&statements::create_stage_events()).await?;
+    session.execute(&statements::create_stage_ids()).await?;
     session.execute(&statements::create_stage_keys()).await?;
     session.execute(&statements::create_stage_current()).await?;
     Ok(())
 }
 
+/// Appends rows to a temporary staging table.
 async fn append_staged<const N: usize>(
     session: &Session,
     table: &'static str,
@@ -442,76 +469,89 @@ async fn append_staged<const N: usize>(
 ) -> Result<()> {
     session
         .duckdb()
-        .with_raw(move |conn| Ok(stage::append(conn, table, rows)?))
+        .with_raw(move |conn| Ok(stage::append_temp(conn, table, rows)?))
         .await
         .map_err(Error::from)
 }
 
-/// Appends the chunk's events that are not stored yet; returns their
-/// positions within the chunk.
+/// Appends the chunk's events that are not stored yet to `exposure_events`;
+/// returns their positions within the chunk.
 async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<usize>> {
     let mut seen: HashSet<&str> = HashSet::with_capacity(chunk.len());
     let candidates: Vec<usize> = (0..chunk.len())
         .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
         .collect();
-    session
-        .execute(&statements::clear(StageEvents::Table))
-        .await?;
-    let rows = candidates
+    session.execute(&statements::clear(StageIds::Table)).await?;
+    let ids = candidates
         .iter()
-        .map(|&i| stage::event_row(&chunk[i]))
+        .map(|&i| stage::id_row(&chunk[i].event_id))
         .collect();
-    append_staged(session, "stage_events", rows).await?;
-    let insert = statements::insert_new_events().map_err(|e| Error::Internal(e.to_string()))?;
-    let inserted: HashSet<String> = session
-        .query_all(&insert)
+    append_staged(session, "stage_ids", ids).await?;
+    let stored: HashSet<String> = session
+        .query_all(&statements::stored_event_ids())
         .await?
         .iter()
         .map(|row| row.try_get::<String>("", "event_id"))
         .collect::<Result<_, _>>()?;
-    Ok(candidates
+    let new: Vec<usize> = candidates
         .into_iter()
-        .filter(|&i| inserted.contains(&chunk[i].event_id))
-        .collect())
+        .filter(|&i| !stored.contains(&chunk[i].event_id))
+        .collect();
+    let rows: Vec<_> = new.iter().map(|&i| stage::event_row(&chunk[i])).collect();
+    session
+        .duckdb()
+        .with_raw(move |conn| Ok(stage::append_events(conn, rows)?))
+        .await?;
+    Ok(new)
 }
 
-/// Applies one chunk of events to the current state; counts keys not in
-/// `counted` yet (and adds them).
-async fn upsert_chunk<'a>(
+/// Folds new events into `folder`, first looking up the stored `last_seen`
+/// of the keys the folder does not know yet.
+async fn fold_chunk<'a>(
     session: &Session,
+    folder: &mut Folder,
     events: impl Iterator<Item = &'a ExposureEvent> + Clone,
-    counted: &mut HashSet<Key>,
-) -> Result<UpsertedExposures> {
-    let mut keys: HashSet<(&str, &str)> = HashSet::new();
+) -> Result<()> {
+    let mut unknown: HashSet<(&str, &str)> = HashSet::new();
     for e in events.clone() {
-        keys.insert((e.office_id.as_str(), e.exposure_id.as_str()));
+        if !folder.knows(&e.office_id, &e.exposure_id) {
+            unknown.insert((e.office_id.as_str(), e.exposure_id.as_str()));
+        }
     }
-    if keys.is_empty() {
-        return Ok(UpsertedExposures::default());
-    }
-    session
-        .execute(&statements::clear(StageKeys::Table))
-        .await?;
-    append_staged(
-        session,
-        "stage_keys",
-        keys.iter().map(|(o, x)| stage::key_row(o, x)).collect(),
-    )
-    .await?;
-
     let mut stored: HashMap<Key, i64> = HashMap::new();
-    for row in session.query_all(&statements::stored_last_seen()).await? {
-        let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
-        stored.insert(
-            (
+    if !unknown.is_empty() {
+        session
+            .execute(&statements::clear(StageKeys::Table))
+            .await?;
+        let rows = unknown.iter().map(|(o, x)| stage::key_row(o, x)).collect();
+        append_staged(session, "stage_keys", rows).await?;
+        for row in session.query_all(&statements::stored_last_seen()).await? {
+            let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
+            let key = (
                 row.try_get("", "office_id")?,
                 row.try_get("", "exposure_id")?,
-            ),
-            last_seen.timestamp_micros(),
-        );
+            );
+            stored.insert(key, last_seen.timestamp_micros());
+        }
     }
+    for e in events {
+        folder.push(e, || {
+            stored
+                .get(&(e.office_id.clone(), e.exposure_id.clone()))
+                .copied()
+        });
+    }
+    Ok(())
+}
 
-    let folded = fold::fold(events, &stored);
+/// Writes the folded rows to `exposures_current`: stage them once, then
+/// the replace pass and, when needed, the fill pass.
+async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExposures> {
+    let folded = folder.finish();
+    let mut out = UpsertedExposures::default();
+    if folded.is_empty() {
+        return Ok(out);
+    }
     session
         .execute(&statements::clear(StageCurrent::Table))
         .await?;
@@ -524,16 +564,11 @@ async fn upsert_chunk<'a>(
     if needs_fill {
         session.execute(&upsert(PASS_FILL)?).await?;
     }
-
-    let mut out = UpsertedExposures::default();
-    for f in folded {
-        let existed = f.existed;
-        if counted.insert((f.office_id, f.exposure_id)) {
-            if existed {
-                out.updated += 1;
-            } else {
-                out.inserted += 1;
-            }
+    for f in &folded {
+        if f.existed {
+            out.updated += 1;
+        } else {
+            out.inserted += 1;
         }
     }
     Ok(out)

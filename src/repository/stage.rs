@@ -4,9 +4,14 @@
 
 use duckdb::types::{TimeUnit, Value};
 
+use sea_orm::IdenStatic;
+
 use super::fold::{Details, Folded};
-use super::statements::{PASS_FILL, PASS_REPLACE};
+use super::statements::{EVENT_COLUMNS, PASS_FILL, PASS_REPLACE};
 use crate::event::ExposureEvent;
+
+/// The audit log's table name.
+const EVENTS_TABLE: &str = "exposure_events";
 
 /// Temporary tables live in DuckDB's `temp` catalog.
 const TEMP_CATALOG: &str = "temp";
@@ -24,8 +29,10 @@ fn micros(t: i64) -> Value {
     Value::Timestamp(TimeUnit::Microsecond, t)
 }
 
-/// A row of `stage_events`, in `EVENT_COLUMNS` order.
-pub(crate) fn event_row(e: &ExposureEvent) -> [Value; 20] {
+/// An event as a DuckDB Appender row, in the column order of
+/// `exposure_events` (timestamps as native microsecond values, JSON as text).
+#[must_use]
+pub fn event_row(e: &ExposureEvent) -> [Value; 20] {
     [
         text(&e.event_id),
         micros(e.timestamp_micros()),
@@ -50,6 +57,11 @@ pub(crate) fn event_row(e: &ExposureEvent) -> [Value; 20] {
             .as_ref()
             .map_or(Value::Null, |j| Value::Text(j.to_string())),
     ]
+}
+
+/// A row of `stage_ids`.
+pub(crate) fn id_row(event_id: &str) -> [Value; 1] {
+    [text(event_id)]
 }
 
 /// A row of `stage_keys`.
@@ -90,12 +102,34 @@ pub(crate) fn current_rows(f: &Folded) -> impl Iterator<Item = [Value; 19]> + '_
 ///
 /// # Errors
 /// DuckDB's error (a value that does not fit its column).
-pub(crate) fn append<const N: usize>(
+pub(crate) fn append_temp<const N: usize>(
     conn: &duckdb::Connection,
     table: &str,
     rows: impl IntoIterator<Item = [Value; N]>,
 ) -> duckdb::Result<()> {
     let mut appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
+    for row in rows {
+        appender.append_row(duckdb::appender_params_from_iter(row))?;
+    }
+    appender.flush()
+}
+
+/// Appends event rows (from [`event_row`]) to `exposure_events`, naming the
+/// columns so that a hand-made table with another column order still
+/// receives every value in its column.
+///
+/// # Errors
+/// DuckDB's error, for example a primary key violation when another
+/// transaction stored the same event id in the meantime.
+pub(crate) fn append_events(
+    conn: &duckdb::Connection,
+    rows: Vec<[Value; 20]>,
+) -> duckdb::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let columns = EVENT_COLUMNS.map(|c| c.as_str());
+    let mut appender = conn.appender_with_columns(EVENTS_TABLE, &columns)?;
     for row in rows {
         appender.append_row(duckdb::appender_params_from_iter(row))?;
     }

@@ -2,9 +2,13 @@
 //! always bound, never formatted into SQL.
 //!
 //! Staging tables are temporary (private to the unit of work's connection
-//! and gone with it); they hold one chunk at a time, filled in bulk by
-//! DuckDB's Appender (see `stage.rs`), and feed set-based `INSERT ...
-//! SELECT` statements.
+//! and gone with it), filled in bulk by DuckDB's Appender (see `stage.rs`),
+//! and feed set-based statements. They stay small on purpose: DuckDB keeps
+//! every row written to a temporary table in memory until the transaction
+//! ends, even after it is deleted, and a file is one transaction. So only
+//! event ids and keys are staged per chunk; the events themselves are
+//! appended straight to `exposure_events`, and the folded current state
+//! (one row per key) is staged once per call.
 
 use sea_query::{
     Alias, ColumnDef, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict, Query,
@@ -14,13 +18,13 @@ use sea_query::{
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::exposure_event::{self, Column as Ev};
 
-/// The chunk's candidate events.
+/// The event ids of the chunk.
 #[derive(Iden, Clone, Copy)]
-pub(crate) enum StageEvents {
+pub(crate) enum StageIds {
     Table,
 }
 
-/// The distinct keys of the chunk's new events.
+/// The keys of the chunk's new events that the call has not looked up yet.
 #[derive(Iden, Clone, Copy)]
 pub(crate) enum StageKeys {
     Table,
@@ -34,7 +38,7 @@ pub(crate) enum StageCurrent {
     Pass,
 }
 
-/// Columns of `exposure_events`, in staging and insert order.
+/// Columns of `exposure_events`, in the Appender's order.
 pub(crate) const EVENT_COLUMNS: [Ev; 20] = [
     Ev::EventId,
     Ev::Timestamp,
@@ -115,20 +119,14 @@ fn timestamptz(name: impl IntoIden) -> ColumnDef {
     ColumnDef::new(name).timestamp_with_time_zone().to_owned()
 }
 
-/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_events`: the event columns
-/// (JSON staged as text) behind nothing else.
-pub(crate) fn create_stage_events() -> TableCreateStatement {
-    let mut t = Table::create();
-    t.table(StageEvents::Table).temporary().if_not_exists();
-    for c in EVENT_COLUMNS {
-        t.col(match c {
-            Ev::Timestamp => timestamptz(c),
-            Ev::RiskScore => ColumnDef::new(c).double().to_owned(),
-            Ev::DstPort => ColumnDef::new(c).integer().to_owned(),
-            _ => text(c),
-        });
-    }
-    t.to_owned()
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_ids (event_id)`.
+pub(crate) fn create_stage_ids() -> TableCreateStatement {
+    Table::create()
+        .table(StageIds::Table)
+        .temporary()
+        .if_not_exists()
+        .col(text(Ev::EventId))
+        .to_owned()
 }
 
 /// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_keys (office_id, exposure_id)`.
@@ -164,25 +162,22 @@ pub(crate) fn clear(table: impl IntoIden) -> sea_query::DeleteStatement {
     Query::delete().from_table(table).to_owned()
 }
 
-/// `INSERT INTO exposure_events SELECT ... FROM stage_events ON CONFLICT
-/// (event_id) DO NOTHING RETURNING event_id`: appends the events not stored
-/// yet and names them. The stage holds each event id at most once.
-///
-/// # Errors
-/// Only if the column lists disagree (a programming error every ingest test
-/// would catch).
-pub(crate) fn insert_new_events() -> Result<InsertStatement, sea_query::error::Error> {
-    let select = Query::select()
-        .columns(EVENT_COLUMNS.map(|c| (StageEvents::Table, c)))
-        .from(StageEvents::Table)
-        .to_owned();
-    Ok(Query::insert()
-        .into_table(exposure_event::Entity)
-        .columns(EVENT_COLUMNS)
-        .select_from(select)?
-        .on_conflict(OnConflict::column(Ev::EventId).do_nothing().to_owned())
-        .returning_col(Ev::EventId)
-        .to_owned())
+/// `SELECT event_id FROM exposure_events WHERE event_id IN (SELECT event_id
+/// FROM stage_ids)`: which of the chunk's ids are stored already (including
+/// those appended earlier in the same transaction).
+pub(crate) fn stored_event_ids() -> SelectStatement {
+    Query::select()
+        .column(Ev::EventId)
+        .from(exposure_event::Entity)
+        .and_where(
+            Expr::col(Ev::EventId).in_subquery(
+                Query::select()
+                    .column(Ev::EventId)
+                    .from(StageIds::Table)
+                    .to_owned(),
+            ),
+        )
+        .to_owned()
 }
 
 /// `SELECT office_id, exposure_id, last_seen FROM exposures_current JOIN
@@ -217,7 +212,8 @@ pub(crate) fn stored_last_seen() -> SelectStatement {
 /// Fill pass: details `COALESCE(stored.f, excluded.f)`, nothing else.
 ///
 /// # Errors
-/// As [`insert_new_events`].
+/// Only if the column lists disagree (a programming error every ingest test
+/// would catch).
 pub(crate) fn upsert_current(pass: i32) -> Result<InsertStatement, sea_query::error::Error> {
     let cur = exposure_current::Entity;
     let stored = |c: Cur| Expr::col((cur, c));
@@ -286,13 +282,12 @@ mod tests {
     }
 
     #[test]
-    fn event_insert_skips_stored_ids_and_reports_new_ones() -> Result<(), sea_query::error::Error> {
-        let (sql, values) = insert_new_events()?.build(PostgresQueryBuilder);
-        assert!(
-            sql.contains(r#"ON CONFLICT ("event_id") DO NOTHING RETURNING "event_id""#),
-            "{sql}"
+    fn stored_ids_are_found_with_a_bound_free_semi_join() {
+        let (sql, values) = stored_event_ids().build(PostgresQueryBuilder);
+        assert_eq!(
+            sql,
+            r#"SELECT "event_id" FROM "exposure_events" WHERE "event_id" IN (SELECT "event_id" FROM "stage_ids")"#
         );
         assert!(values.0.is_empty());
-        Ok(())
     }
 }

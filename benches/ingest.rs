@@ -1,0 +1,305 @@
+//! `cargo bench --bench ingest`: ingest throughput against DuckDB's own
+//! append floor, growth, memory and dashboard latency, in ONE run on one
+//! generated data set.
+//!
+//! 1. the full CLI path: `exposure-store ingest` of an NDJSON file (parse,
+//!    validate, stage, upsert, commit), as its own process;
+//! 2. the raw floor: the same file parsed and appended with DuckDB's Appender
+//!    straight into `exposure_events` (same schema and indexes, one
+//!    transaction, no upsert), as its own process;
+//! 3. growth: a second file of the same shape ingested into the database of
+//!    (1), which already holds its events;
+//! 4. dashboard reads on the result: `summary` and a filtered `exposures`
+//!    query, median of repeated runs.
+//!
+//! Settings (environment): `BENCH_EVENTS` (1,000,000), `BENCH_EXPOSURES`
+//! (100,000), `BENCH_OFFICES` (20), `BENCH_MEMORY_LIMIT` (DuckDB memory limit
+//! for (1)-(3); default: DuckDB's own, 80% of RAM),
+//! `BENCH_CHUNK_SIZE` (the CLI default). Numbers depend on the machine;
+//! compare the ratios.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use exposure_store::generate::{GenerateOptions, generate};
+use exposure_store::ingest::{Limits, NdjsonReader};
+use exposure_store::repository::{ExposureFilter, Page};
+use exposure_store::{Database, ExposureRepository, config};
+
+const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
+/// Events appended per flush in the floor (the Appender buffers anyway).
+const FLOOR_BATCH: usize = 50_000;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Measured {
+    name: &'static str,
+    events: u64,
+    seconds: f64,
+    peak_rss: Option<u64>,
+    db_bytes: u64,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor") {
+        let get = |k: usize| args.get(i + k).map(String::as_str).unwrap_or_default();
+        return floor(Path::new(get(1)), Path::new(get(2)), get(3));
+    }
+    let options = GenerateOptions {
+        events: env_or("BENCH_EVENTS", 1_000_000),
+        exposures: env_or("BENCH_EXPOSURES", 100_000),
+        offices: env_or("BENCH_OFFICES", 20),
+        seed: 1,
+    };
+    let memory_limit = std::env::var("BENCH_MEMORY_LIMIT").unwrap_or_default();
+    let chunk_size: usize = env_or(
+        "BENCH_CHUNK_SIZE",
+        exposure_store::repository::DEFAULT_CHUNK_SIZE,
+    );
+    let dir = tempfile::tempdir()?;
+    let first = dir.path().join("first.ndjson");
+    let second = dir.path().join("second.ndjson");
+    generate(options, std::fs::File::create(&first)?)?;
+    generate(
+        GenerateOptions { seed: 2, ..options },
+        std::fs::File::create(&second)?,
+    )?;
+    println!(
+        "data: {} events, {} exposures, {} offices ({} MiB of NDJSON); memory limit {}; chunk size {chunk_size}",
+        options.events,
+        options.exposures,
+        options.offices,
+        std::fs::metadata(&first)?.len() / (1 << 20),
+        if memory_limit.is_empty() {
+            "DuckDB default"
+        } else {
+            &memory_limit
+        },
+    );
+
+    let full_db = dir.path().join("full.duckdb");
+    let floor_db = dir.path().join("floor.duckdb");
+    let cli = cli_ingest(
+        "(1) CLI ingest, new database",
+        &full_db,
+        &first,
+        &memory_limit,
+        chunk_size,
+        options.events,
+    )?;
+    let raw = floor_run(&floor_db, &first, &memory_limit, options.events)?;
+    let grown = cli_ingest(
+        "(3) CLI ingest, database holds 1st file",
+        &full_db,
+        &second,
+        &memory_limit,
+        chunk_size,
+        options.events,
+    )?;
+
+    println!();
+    println!("| path | events/s | peak RSS | database size |");
+    println!("|---|---|---|---|");
+    for m in [&cli, &raw, &grown] {
+        println!(
+            "| {} | {:.0} | {} | {} MiB |",
+            m.name,
+            m.events as f64 / m.seconds,
+            m.peak_rss.map_or("n/a".to_owned(), |b| format!(
+                "{:.0} MiB",
+                b as f64 / f64::from(1 << 20)
+            )),
+            m.db_bytes / (1 << 20),
+        );
+    }
+    let rate = |m: &Measured| m.events as f64 / m.seconds;
+    println!();
+    println!(
+        "ratio (1)/(2), CLI vs raw Appender floor: {:.2}",
+        rate(&cli) / rate(&raw)
+    );
+    println!(
+        "ratio (3)/(1), ingest into a grown database: {:.2}",
+        rate(&grown) / rate(&cli)
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(dashboard(&full_db))?;
+    Ok(())
+}
+
+fn db_size(path: &Path) -> u64 {
+    let wal = path.with_extension("duckdb.wal");
+    std::fs::metadata(path).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+fn cli_ingest(
+    name: &'static str,
+    db: &Path,
+    file: &Path,
+    memory_limit: &str,
+    chunk_size: usize,
+    events: u64,
+) -> Result<Measured> {
+    let start = Instant::now();
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args([
+            "--memory-limit",
+            memory_limit,
+            "ingest",
+            "--json",
+            "--chunk-size",
+            &chunk_size.to_string(),
+        ])
+        .arg(file)
+        .env_remove("DUCKDB_MEMORY_LIMIT")
+        .output()?;
+    let seconds = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{name} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let inserted = summary["totals"]["events_inserted"].as_u64().unwrap_or(0);
+    if inserted != events {
+        bail!("{name}: expected {events} new events, the CLI inserted {inserted}");
+    }
+    Ok(Measured {
+        name,
+        events,
+        seconds,
+        peak_rss: summary["peak_rss_bytes"].as_u64(),
+        db_bytes: db_size(db),
+    })
+}
+
+fn floor_run(db: &Path, file: &Path, memory_limit: &str, events: u64) -> Result<Measured> {
+    let start = Instant::now();
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--floor")
+        .arg(db)
+        .arg(file)
+        .arg(memory_limit)
+        .output()?;
+    let seconds = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let peak_rss = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    Ok(Measured {
+        name: "(2) raw Appender floor, no upsert",
+        events,
+        seconds,
+        peak_rss,
+        db_bytes: db_size(db),
+    })
+}
+
+/// The floor, in its own process: migrate, then parse and append every event
+/// in one transaction; prints the process's peak RSS in bytes.
+fn floor(db: &Path, file: &Path, memory_limit: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let limit = (!memory_limit.is_empty()).then_some(memory_limit);
+        let database = Database::open_with(db, &config::duckdb_options(limit))?;
+        database.init().await?;
+        let conn = database.instance().connect()?;
+        let file = std::fs::File::open(file)?;
+        conn.with_raw(move |raw| {
+            let append = || -> Result<(), String> {
+                raw.execute_batch("BEGIN TRANSACTION")
+                    .map_err(|e| e.to_string())?;
+                let mut appender = raw.appender("exposure_events").map_err(|e| e.to_string())?;
+                let mut reader =
+                    NdjsonReader::new(std::io::BufReader::new(file), Limits::default());
+                let mut pending = 0;
+                while let Some(event) = reader.next_event().map_err(|r| r.message)? {
+                    let row = exposure_store::repository::event_row(&event);
+                    appender
+                        .append_row(duckdb::appender_params_from_iter(row))
+                        .map_err(|e| e.to_string())?;
+                    pending += 1;
+                    if pending == FLOOR_BATCH {
+                        appender.flush().map_err(|e| e.to_string())?;
+                        pending = 0;
+                    }
+                }
+                appender.flush().map_err(|e| e.to_string())?;
+                drop(appender);
+                raw.execute_batch("COMMIT").map_err(|e| e.to_string())
+            };
+            append().map_err(exposure_store::duckdb_adapter::AdapterError::Open)
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    println!("{}", exposure_store::cli::peak_rss_bytes().unwrap_or(0));
+    Ok(())
+}
+
+/// (4) Median latency of the dashboard reads on the grown database.
+async fn dashboard(db_path: &Path) -> Result<()> {
+    const RUNS: usize = 30;
+    let db = Database::open(db_path).context("open the benchmark database")?;
+    let repo = ExposureRepository::default();
+    let rows = repo.totals(&db).await?.exposures;
+    let mut summary = Vec::with_capacity(RUNS);
+    let mut filtered = Vec::with_capacity(RUNS);
+    let filter = ExposureFilter {
+        office_id: Some("office-007".to_owned()),
+        status: Some(exposure_store::entity::Status::Open),
+        ..ExposureFilter::default()
+    };
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        repo.exposure_counts(&db).await?;
+        repo.totals(&db).await?;
+        summary.push(start.elapsed());
+        let start = Instant::now();
+        repo.current_exposures(
+            &db,
+            &filter,
+            Page {
+                offset: 0,
+                limit: 50,
+            },
+        )
+        .await?;
+        filtered.push(start.elapsed());
+    }
+    println!();
+    println!("(4) dashboard reads on {rows} current exposures, median of {RUNS} runs:");
+    println!(
+        "    summary (counts by office, severity, status + table totals): {:.1} ms",
+        median_ms(&mut summary)
+    );
+    println!(
+        "    exposures --office office-007 --status open --limit 50:      {:.1} ms",
+        median_ms(&mut filtered)
+    );
+    Ok(())
+}
+
+fn median_ms(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples
+        .get(samples.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}

@@ -6,13 +6,11 @@
 //! | `DUCKDB_MEMORY_LIMIT` | DuckDB's memory limit, e.g. `512MB` (see below) | DuckDB's own: 80% of RAM |
 //! | `RUST_LOG` | log filter for the CLI (logs go to stderr) | `warn` |
 //!
-//! A file is ingested in one transaction, and DuckDB keeps the index entries
-//! of uncommitted rows in memory: memory grows with the size of the file
-//! being ingested (measured: 1.6-1.8 GiB resident for a file of one million
-//! events without a limit). A memory limit caps that, and a file too large
-//! for it is quarantined with DuckDB's "Out of Memory" message rather than
-//! taking the machine's memory (measured: 0.9 GiB resident for one million
-//! events at `384MB`, while two million events need more).
+//! A file is ingested in one transaction, and DuckDB keeps what the
+//! transaction changes in its indexes in memory until commit. A memory limit
+//! caps DuckDB; a file that does not fit is quarantined with DuckDB's "Out of
+//! Memory" message rather than taking the machine's memory (see the README's
+//! configuration section for measurements).
 
 use std::path::PathBuf;
 

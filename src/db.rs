@@ -68,7 +68,14 @@ impl Database {
             reason,
         };
         duckdb_adapter::ensure_parent_dir(path).map_err(|e| open_err(e.to_string()))?;
-        let instance = Instance::open_with(path, options).map_err(|e| open_err(e.to_string()))?;
+        let instance = Instance::open_with(path, options).map_err(|e| {
+            let message = e.to_string();
+            if duckdb_adapter::classify_message(&message) == duckdb_adapter::ErrorKind::Locked {
+                open_err(format!("it is locked by another process: {message}"))
+            } else {
+                open_err(message)
+            }
+        })?;
         Ok(Self::from_instance(instance))
     }
 
@@ -180,6 +187,25 @@ impl Database {
                 Err(e)
             }
         }
+    }
+
+    /// As [`Database::transaction`], but taking turns with every other
+    /// `write_transaction` on the same database in this process, for the
+    /// whole unit of work. DuckDB's concurrency control is optimistic (of two
+    /// transactions writing the same rows, the later fails with
+    /// [`Error::Conflict`]); writers that take turns never conflict, so
+    /// concurrent ingests through one handle never lose work. Ingesting
+    /// uses this.
+    ///
+    /// # Errors
+    /// As [`Database::transaction`].
+    pub async fn write_transaction<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&Session) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let _turn = self.inner.instance.write_lock().lock().await;
+        self.transaction(work).await
     }
 
     fn checkout(&self) -> Result<DuckDbConnection, DbErr> {

@@ -337,7 +337,7 @@ pub async fn ingest_file(
 ) -> Result<FileReport, Error> {
     let mut events_read = 0_u64;
     let attempt = db
-        .transaction(async |session| -> Result<IngestStats, Stop> {
+        .write_transaction(async |session| -> Result<IngestStats, Stop> {
             let file = File::open(path).map_err(|e| Stop::Rejected(Rejection::io(path, &e)))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ExposureEvent>, Rejection>>(
                 CHUNKS_IN_FLIGHT,

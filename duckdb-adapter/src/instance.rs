@@ -25,6 +25,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// Serialises schema changes (migrations) made through this instance.
     schema_lock: tokio::sync::Mutex<()>,
+    /// Serialises the writers that ask for it (see [`Instance::write_lock`]).
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> =
@@ -90,6 +92,7 @@ impl Instance {
             root: Mutex::new(conn),
             path: Some(key.clone()),
             schema_lock: tokio::sync::Mutex::new(()),
+            write_lock: tokio::sync::Mutex::new(()),
         });
         registry.insert(key, Arc::downgrade(&inner));
         Ok(Self { inner })
@@ -106,6 +109,7 @@ impl Instance {
                 root: Mutex::new(conn),
                 path: None,
                 schema_lock: tokio::sync::Mutex::new(()),
+                write_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -135,6 +139,16 @@ impl Instance {
     #[must_use]
     pub fn schema_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.schema_lock
+    }
+
+    /// A lock that serialises writing transactions on this instance within
+    /// the process. DuckDB's concurrency control is optimistic: two
+    /// transactions writing the same rows conflict, and the later one fails.
+    /// Writers that hold this lock for their whole transaction never
+    /// conflict with each other.
+    #[must_use]
+    pub fn write_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.write_lock
     }
 
     /// Whether both handles are the same database instance.

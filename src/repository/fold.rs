@@ -26,12 +26,16 @@
 //! `COALESCE(r.f, S.f, first.f)`, where `r` is the last record event whose
 //! `f` is not NULL and `first` the first event whose `f` is not NULL. Which
 //! events are records depends on the stored `last_seen`, so the caller
-//! looks it up first; then two upsert passes apply the closed form:
+//! looks it up first; then two statements apply the closed form:
 //!
-//! 1. *replace*: every key, details = `r.f` (for a new key `COALESCE(r.f,
-//!    first.f)`), `SET f = COALESCE(excluded.f, stored.f)`;
-//! 2. *fill*: existing keys only, details = `first.f` where no `r.f`
-//!    exists, `SET f = COALESCE(stored.f, excluded.f)`.
+//! 1. *fill*: stored keys only, details = `first.f` where no `r.f` exists,
+//!    `UPDATE ... SET f = COALESCE(stored.f, fill.f)`;
+//! 2. *replace*: every key, details = `r.f` (for a new key `COALESCE(r.f,
+//!    first.f)`), `ON CONFLICT DO UPDATE SET f = COALESCE(excluded.f,
+//!    stored.f)`.
+//!
+//! Either order gives `COALESCE(r.f, S.f, first.f)`: a detail is in the fill
+//! row only where `r.f` is NULL.
 
 use std::collections::HashMap;
 

@@ -2,9 +2,11 @@
 //! temporary directory, created through the real migrations.
 
 mod cli;
+mod fuzz;
 mod helpers;
 mod migrations;
 mod properties;
+mod reliability;
 mod repository;
 mod roundtrip;
 mod sessions;

@@ -187,50 +187,44 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
-    if let Command::Generate {
-        events,
-        exposures,
-        offices,
-        seed,
-    } = cli.command
-    {
-        let options = GenerateOptions {
+    // Every command but `generate` works on the database, migrated first
+    // (except `migrate` itself, which is the migration).
+    let open = async |migrate: bool| -> Result<Database, Fatal> {
+        let db = Database::open_with(&cli.db, &duckdb_options(cli.memory_limit.as_deref()))?;
+        if migrate {
+            db.init().await?;
+        }
+        Ok(db)
+    };
+    match cli.command {
+        Command::Generate {
             events,
             exposures,
             offices,
             seed,
-        };
-        generate(options, std::io::stdout().lock())?;
-        return Ok(0);
-    }
-    let db = Database::open_with(&cli.db, &duckdb_options(cli.memory_limit.as_deref()))?;
-    match cli.command {
-        Command::Ingest(args) => {
-            db.init().await?;
-            ingest_command(&db, &args).await
+        } => {
+            let options = GenerateOptions {
+                events,
+                exposures,
+                offices,
+                seed,
+            };
+            generate(options, std::io::stdout().lock())?;
+            Ok(0)
         }
+        Command::Ingest(args) => ingest_command(&open(true).await?, &args).await,
         Command::Migrate { command } => {
-            print!("{}", render(&db.migrate(command).await?));
+            print!("{}", render(&open(false).await?.migrate(command).await?));
             Ok(0)
         }
         Command::Init => {
-            db.init().await?;
+            open(true).await?;
             println!("database ready: {}", cli.db.display());
             Ok(0)
         }
-        Command::Exposures(args) => {
-            db.init().await?;
-            exposures_command(&db, &args).await
-        }
-        Command::Summary { json } => {
-            db.init().await?;
-            summary_command(&db, json).await
-        }
-        Command::Quarantine { json } => {
-            db.init().await?;
-            quarantine_command(&db, json).await
-        }
-        Command::Generate { .. } => Ok(0),
+        Command::Exposures(args) => exposures_command(&open(true).await?, &args).await,
+        Command::Summary { json } => summary_command(&open(true).await?, json).await,
+        Command::Quarantine { json } => quarantine_command(&open(true).await?, json).await,
     }
 }
 

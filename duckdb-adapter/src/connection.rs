@@ -108,14 +108,13 @@ impl DuckDbConnection {
             result
         })
         .await;
-        match joined {
-            Ok(result) => result,
-            Err(e) => {
-                let err = AdapterError::Worker(e.to_string());
-                Self::lock(&self.state).note::<()>(&Err(AdapterError::Worker(e.to_string())));
-                Err(err)
-            }
-        }
+        joined.unwrap_or_else(|e| {
+            // The work panicked (or the runtime is shutting down): whatever
+            // it did to the open transaction is unknown, so poison it.
+            let failed: Result<T> = Err(AdapterError::Worker(e.to_string()));
+            Self::lock(&self.state).note(&failed);
+            failed
+        })
     }
 
     /// Runs a statement that returns rows (SELECT, or INSERT/UPDATE/DELETE

@@ -52,12 +52,11 @@ pub fn to_duckdb(value: &Value) -> Result<DuckValue> {
             None => DuckValue::Null,
             Some(json) => DuckValue::Text(json.to_string()),
         },
-        Value::ChronoDate(v) => {
-            v.map_or(DuckValue::Null, |d| DuckValue::Date32(days_since_epoch(d)))
+        Value::ChronoDate(Some(d)) => DuckValue::Date32(days_since_epoch(*d)?),
+        Value::ChronoDate(None) | Value::ChronoTime(None) => DuckValue::Null,
+        Value::ChronoTime(Some(t)) => {
+            DuckValue::Time64(TimeUnit::Microsecond, micros_since_midnight(*t)?)
         }
-        Value::ChronoTime(v) => v.map_or(DuckValue::Null, |t| {
-            DuckValue::Time64(TimeUnit::Microsecond, micros_since_midnight(t))
-        }),
         Value::ChronoDateTime(v) => v.map_or(DuckValue::Null, |dt| timestamp(&dt.and_utc())),
         Value::ChronoDateTimeUtc(v) => v.map_or(DuckValue::Null, |dt| timestamp(&dt)),
         Value::ChronoDateTimeLocal(v) => v.map_or(DuckValue::Null, |dt| timestamp(&dt)),
@@ -71,16 +70,18 @@ fn timestamp<Tz: TimeZone>(dt: &DateTime<Tz>) -> DuckValue {
     DuckValue::Timestamp(TimeUnit::Microsecond, dt.timestamp_micros())
 }
 
-fn days_since_epoch(d: NaiveDate) -> i32 {
-    // The epoch is a valid date, and DuckDB's DATE is an i32 of days.
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    i32::try_from(d.signed_duration_since(epoch).num_days()).unwrap_or(i32::MAX)
+/// DuckDB's DATE: days since 1970-01-01 as an `i32` (chrono's whole range
+/// fits; the error is for the record).
+fn days_since_epoch(d: NaiveDate) -> Result<i32> {
+    let days = d.signed_duration_since(NaiveDate::default()).num_days();
+    i32::try_from(days).map_err(|_| AdapterError::UnsupportedValue(format!("date {d}")))
 }
 
-fn micros_since_midnight(t: NaiveTime) -> i64 {
+/// DuckDB's TIME: microseconds since midnight (a day always fits).
+fn micros_since_midnight(t: NaiveTime) -> Result<i64> {
     t.signed_duration_since(NaiveTime::MIN)
         .num_microseconds()
-        .unwrap_or(0)
+        .ok_or_else(|| AdapterError::UnsupportedValue(format!("time {t}")))
 }
 
 /// How the values of one result column are decoded, fixed per column from

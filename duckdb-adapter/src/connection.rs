@@ -226,6 +226,16 @@ impl DuckDbConnection {
         }
     }
 
+    /// Marks the open transaction failed, so that its commit is refused
+    /// (and it is rolled back) with `reason`. For callers that detect,
+    /// outside any statement, that committing would store something
+    /// inconsistent. A no-op without an open transaction.
+    pub fn poison(&self, reason: &str) {
+        let mut state = Self::lock(&self.state);
+        let failed: Result<()> = Err(AdapterError::Poisoned(reason.to_owned()));
+        state.note(&failed);
+    }
+
     /// Whether a transaction is open on this connection.
     #[must_use]
     pub fn in_transaction(&self) -> bool {

@@ -41,6 +41,9 @@ pub enum AdapterError {
     /// A transaction was misused (a nested BEGIN, a COMMIT without BEGIN).
     #[error("transaction misuse: {0}")]
     TransactionState(&'static str),
+    /// The caller declared the transaction unfit to commit.
+    #[error("{0}")]
+    Poisoned(String),
     /// The blocking task that ran a DuckDB call panicked or was cancelled.
     #[error("DuckDB worker task failed: {0}")]
     Worker(String),

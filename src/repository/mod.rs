@@ -245,6 +245,7 @@ impl ExposureRepository {
             session,
             folder: Folder::default(),
             stats: IngestStats::default(),
+            finished: false,
         })
     }
 
@@ -395,13 +396,31 @@ impl ExposureRepository {
 }
 
 /// An ingest fed in pieces; see [`ExposureRepository::ingestion`].
+///
+/// Its events are in the audit log as soon as they are pushed, but the
+/// current state is written by [`Ingestion::finish`]. Dropping an ingestion
+/// that was fed events without finishing it makes its unit of work refuse
+/// to commit, so the two tables cannot disagree.
 #[derive(Debug)]
+#[must_use = "call finish() to write the current state"]
 pub struct Ingestion<'s> {
     repo: ExposureRepository,
     session: &'s Session,
     /// The current state of every key touched so far, written by `finish`.
     folder: Folder,
     stats: IngestStats,
+    finished: bool,
+}
+
+impl Drop for Ingestion<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.stats.events_inserted > 0 {
+            self.session.duckdb().poison(
+                "an ingestion was dropped without finish(): its events are in the audit log \
+                 but not in the current state, so the unit of work is not committed",
+            );
+        }
+    }
 }
 
 impl Ingestion<'_> {
@@ -440,9 +459,10 @@ impl Ingestion<'_> {
     ///
     /// # Errors
     /// The database's error (roll the unit of work back).
-    pub async fn finish(self) -> Result<IngestStats> {
+    pub async fn finish(mut self) -> Result<IngestStats> {
         let started = std::time::Instant::now();
-        let upserted = upsert_folded(self.session, self.folder).await?;
+        let upserted = upsert_folded(self.session, std::mem::take(&mut self.folder)).await?;
+        self.finished = true;
         tracing::debug!(
             inserted = upserted.inserted,
             updated = upserted.updated,

@@ -499,3 +499,24 @@ fn stats_add_up_across_calls() {
     assert_eq!(total, stats(11, 22, 33, 44));
     assert_eq!(stats(1, 1, 1, 1) + stats(1, 0, 0, 1), stats(2, 1, 1, 2));
 }
+
+#[tokio::test]
+async fn an_ingestion_dropped_without_finish_cannot_be_committed() -> TestResult {
+    let t = TestDb::new().await?;
+    let repo = ExposureRepository::default();
+    let events = [input("a", "2025-01-01T00:00:00Z", "o1", "x1")];
+    let result =
+        t.db.transaction(async |s| -> Result<(), Error> {
+            let mut ingestion = repo.ingestion(s).await?;
+            ingestion.push(&events).await?;
+            drop(ingestion); // forgot finish()
+            Ok(())
+        })
+        .await;
+    match result {
+        Err(Error::Aborted(message)) => assert!(message.contains("finish()"), "{message}"),
+        other => panic!("the unit of work was committed: {other:?}"),
+    }
+    assert_eq!(ExposureEvents::find().count(&t.db).await?, 0);
+    Ok(())
+}

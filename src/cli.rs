@@ -209,8 +209,11 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
                 offices,
                 seed,
             };
-            generate(options, std::io::stdout().lock())?;
-            Ok(0)
+            match generate(options, std::io::stdout().lock()) {
+                // `generate ... | head`: the reader has all it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                other => other.map(|()| 0).map_err(Fatal::from),
+            }
         }
         Command::Ingest(args) => ingest_command(&open(true).await?, &args).await,
         Command::Migrate { command } => {

@@ -444,3 +444,30 @@ async fn unreadable_files_are_quarantined_as_io_errors() -> TestResult {
     assert!(listed.iter().all(|q| q.error_type == "io_error"));
     Ok(())
 }
+
+#[test]
+fn generate_into_a_closed_pipe_exits_quietly() -> TestResult {
+    let mut child = Command::new(BIN)
+        .args(["generate", "--events", "200000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Read one line, then hang up, like `generate | head -1`.
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut first = [0_u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first)?;
+    drop(stdout);
+    let out = child.wait_with_output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

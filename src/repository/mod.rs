@@ -569,9 +569,9 @@ async fn fold_chunk<'a>(
 }
 
 /// Writes the folded rows to `exposures_current`: stage them once, then
-/// the replace pass and, when needed, the fill pass. When stored keys are
-/// among them, the passes run against a working copy of their rows that is
-/// then put back in place of the originals (see
+/// (when late events fill NULL details) the fill update and the replace
+/// upsert. When stored keys are among them, both run against a working copy
+/// of their rows that is then put back in place of the originals (see
 /// `statements::copy_stored_to_work` for why).
 async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExposures> {
     let folded = folder.finish();

@@ -83,6 +83,7 @@ pub struct Rejection {
 
 impl Rejection {
     fn at_line(error_type: ErrorType, line: u64, reason: String, extra: serde_json::Value) -> Self {
+        let reason = shortened(reason);
         let mut details = json!({ "line": line, "reason": reason });
         if let (Some(d), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
             d.extend(extra);
@@ -104,6 +105,17 @@ impl Rejection {
             message: format!("cannot read '{}': {e}", path.display()),
             details: json!({ "reason": e.to_string(), "kind": format!("{:?}", e.kind()) }),
         }
+    }
+}
+
+/// Longest reason kept in a rejection, in characters: serde's messages
+/// quote the offending value, which can be megabytes long.
+const MAX_REASON_CHARS: usize = 300;
+
+fn shortened(reason: String) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &reason[..cut], reason.len()),
+        None => reason,
     }
 }
 
@@ -474,6 +486,17 @@ mod tests {
 
         let r = read_all(format!("{LINE} trailing").as_bytes(), 1 << 20).err();
         assert_eq!(r.map(|r| r.error_type), Some(ErrorType::InvalidJson));
+    }
+
+    #[test]
+    fn a_huge_bad_value_does_not_make_a_huge_reason() {
+        let huge = LINE.replace("1.5", &format!("\"{}\"", "9".repeat(1 << 20)));
+        let r = read_all(huge.as_bytes(), 4 << 20).err();
+        assert_eq!(
+            r.as_ref().map(|r| r.error_type),
+            Some(ErrorType::InvalidEvent)
+        );
+        assert!(r.is_some_and(|r| r.message.len() < 1_000 && r.details["field"] == "risk_score"));
     }
 
     #[test]

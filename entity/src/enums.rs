@@ -38,11 +38,18 @@ impl UnknownVariant {
 
 impl fmt::Display for UnknownVariant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An absurd value (a whole megabyte) is shown by its start only.
+        const SHOWN: usize = 60;
+        let shown: String = self.value.chars().take(SHOWN).collect();
+        let more = if self.value.chars().nth(SHOWN).is_some() {
+            "..."
+        } else {
+            ""
+        };
         write!(
             f,
-            "unknown {} '{}' (expected one of: {})",
+            "unknown {} '{shown}{more}' (expected one of: {})",
             self.kind,
-            self.value,
             self.expected().join(", ")
         )
     }
@@ -289,5 +296,17 @@ mod tests {
             err.map(|e| e.to_string()).as_deref(),
             Some("unknown event action 'x' (expected one of: opened, updated, closed, reopened)")
         );
+        let huge = "é".repeat(1 << 20);
+        let message = huge
+            .parse::<Status>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.len() < 300,
+            "the message repeats a megabyte: {} bytes",
+            message.len()
+        );
+        assert!(message.starts_with(&format!("unknown status '{}...'", "é".repeat(60))));
     }
 }

@@ -331,6 +331,46 @@ impl From<Error> for Stop {
     }
 }
 
+/// Reads `reader` in chunks of `chunk_size` events and sends them to the
+/// database side; a rejection is sent in place of the chunk it stopped and
+/// ends the reading. Stops early when the receiver is gone.
+fn send_chunks<R: BufRead>(
+    mut reader: NdjsonReader<R>,
+    chunk_size: usize,
+    progress: Option<&(dyn Fn(u64) + Send + Sync)>,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<ExposureEvent>, Rejection>>,
+) {
+    loop {
+        let mut chunk = Vec::with_capacity(chunk_size.min(1 << 16));
+        let read = loop {
+            match reader.next_event() {
+                Ok(Some(event)) => {
+                    chunk.push(event);
+                    if chunk.len() == chunk_size {
+                        break Ok(false);
+                    }
+                }
+                Ok(None) => break Ok(true),
+                Err(rejection) => break Err(rejection),
+            }
+        };
+        if let Some(progress) = progress {
+            progress(reader.bytes_read());
+        }
+        let (message, done) = match read {
+            Ok(done) => (Ok(chunk), done),
+            Err(rejection) => (Err(rejection), true),
+        };
+        let empty = matches!(&message, Ok(c) if c.is_empty());
+        if !empty && tx.blocking_send(message).is_err() {
+            return; // the database side stopped
+        }
+        if done {
+            return;
+        }
+    }
+}
+
 /// Progress callback: called with the bytes of the file consumed so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -356,38 +396,8 @@ pub async fn ingest_file(
             );
             let chunk_size = repo.chunk_size();
             let reader = tokio::task::spawn_blocking(move || {
-                let mut reader = NdjsonReader::new(BufReader::with_capacity(1 << 20, file), limits);
-                loop {
-                    let mut chunk = Vec::with_capacity(chunk_size.min(1 << 16));
-                    let end = loop {
-                        match reader.next_event() {
-                            Ok(Some(event)) => {
-                                chunk.push(event);
-                                if chunk.len() == chunk_size {
-                                    break Ok(false);
-                                }
-                            }
-                            Ok(None) => break Ok(true),
-                            Err(rejection) => break Err(rejection),
-                        }
-                    };
-                    if let Some(progress) = &progress {
-                        progress(reader.bytes_read());
-                    }
-                    let (message, done) = match end {
-                        Ok(done) => (Ok(chunk), done),
-                        Err(rejection) => (Err(rejection), true),
-                    };
-                    let sent = (!matches!(&message, Ok(c) if c.is_empty())).then_some(message);
-                    if let Some(message) = sent
-                        && tx.blocking_send(message).is_err()
-                    {
-                        return; // the database side stopped
-                    }
-                    if done {
-                        return;
-                    }
-                }
+                let reader = NdjsonReader::new(BufReader::with_capacity(1 << 20, file), limits);
+                send_chunks(reader, chunk_size, progress.as_deref(), &tx);
             });
             let mut ingestion = repo.ingestion(session).await?;
             while let Some(message) = rx.recv().await {

@@ -107,11 +107,8 @@ pub(crate) fn append_temp<const N: usize>(
     table: &str,
     rows: impl IntoIterator<Item = [Value; N]>,
 ) -> duckdb::Result<()> {
-    let mut appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
-    for row in rows {
-        appender.append_row(duckdb::appender_params_from_iter(row))?;
-    }
-    appender.flush()
+    let appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
+    append_all(appender, rows)
 }
 
 /// Appends event rows (from [`event_row`]) to `exposure_events`, naming the
@@ -129,7 +126,13 @@ pub(crate) fn append_events(
         return Ok(());
     }
     let columns = EVENT_COLUMNS.map(|c| c.as_str());
-    let mut appender = conn.appender_with_columns(EVENTS_TABLE, &columns)?;
+    append_all(conn.appender_with_columns(EVENTS_TABLE, &columns)?, rows)
+}
+
+fn append_all<const N: usize>(
+    mut appender: duckdb::Appender<'_>,
+    rows: impl IntoIterator<Item = [Value; N]>,
+) -> duckdb::Result<()> {
     for row in rows {
         appender.append_row(duckdb::appender_params_from_iter(row))?;
     }

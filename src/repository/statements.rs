@@ -218,16 +218,31 @@ fn same_key_in(table: impl IntoIden + Copy, pass: Option<i32>) -> Expr {
 /// # Errors
 /// As [`upsert_current`].
 pub(crate) fn copy_stored_to_work() -> Result<InsertStatement, sea_query::error::Error> {
-    let cur = exposure_current::Entity;
-    let select = Query::select()
-        .columns(CURRENT_COLUMNS.map(|c| (cur, c)))
-        .from(cur)
-        .and_where(same_key_in(StageCurrent::Table, Some(PASS_REPLACE)))
-        .to_owned();
+    copy_current(
+        exposure_current::Entity,
+        WorkCurrent::Table,
+        Some(same_key_in(StageCurrent::Table, Some(PASS_REPLACE))),
+    )
+}
+
+/// `INSERT INTO into (columns) SELECT columns FROM from [WHERE filter]`
+/// over the `exposures_current` columns.
+fn copy_current(
+    from: impl IntoIden + Copy,
+    into: impl IntoIden,
+    filter: Option<Expr>,
+) -> Result<InsertStatement, sea_query::error::Error> {
+    let mut select = Query::select();
+    select
+        .columns(CURRENT_COLUMNS.map(|c| (from, c)))
+        .from(from);
+    if let Some(filter) = filter {
+        select.and_where(filter);
+    }
     Ok(Query::insert()
-        .into_table(WorkCurrent::Table)
+        .into_table(into)
         .columns(CURRENT_COLUMNS)
-        .select_from(select)?
+        .select_from(select.to_owned())?
         .to_owned())
 }
 
@@ -244,15 +259,7 @@ pub(crate) fn delete_stored_in_work() -> sea_query::DeleteStatement {
 /// # Errors
 /// As [`upsert_current`].
 pub(crate) fn insert_work_into_current() -> Result<InsertStatement, sea_query::error::Error> {
-    let select = Query::select()
-        .columns(CURRENT_COLUMNS.map(|c| (WorkCurrent::Table, c)))
-        .from(WorkCurrent::Table)
-        .to_owned();
-    Ok(Query::insert()
-        .into_table(exposure_current::Entity)
-        .columns(CURRENT_COLUMNS)
-        .select_from(select)?
-        .to_owned())
+    copy_current(WorkCurrent::Table, exposure_current::Entity, None)
 }
 
 /// Empties a staging table for the next chunk.

@@ -220,7 +220,10 @@ fn floor(db: &Path, file: &Path, memory_limit: &str) -> Result<()> {
         let limit = (!memory_limit.is_empty()).then_some(memory_limit);
         let database = Database::open_with(db, &config::duckdb_options(limit))?;
         database.init().await?;
-        let conn = database.instance().connect()?;
+        let conn = database
+            .instance()
+            .context("the floor runs on DuckDB")?
+            .connect()?;
         let file = std::fs::File::open(file)?;
         conn.with_raw(move |raw| {
             let append = || -> Result<(), String> {
@@ -231,7 +234,11 @@ fn floor(db: &Path, file: &Path, memory_limit: &str) -> Result<()> {
                     NdjsonReader::new(std::io::BufReader::new(file), Limits::default());
                 let mut pending = 0;
                 while let Some(event) = reader.next_event().map_err(|r| r.message)? {
-                    let row = exposure_store::repository::event_row(&event);
+                    let row = exposure_store::repository::event_row(&event)
+                        .into_iter()
+                        .map(exposure_store::duckdb_adapter::into_duckdb)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?;
                     appender
                         .append_row(duckdb::appender_params_from_iter(row))
                         .map_err(|e| e.to_string())?;

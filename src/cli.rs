@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::{DEFAULT_DB_PATH, duckdb_options};
+use crate::config::{Config, DEFAULT_DB_PATH, duckdb_options};
 use crate::entity::{Severity, Status};
 use crate::generate::{GenerateOptions, generate};
 use crate::ingest::{self, FileOutcome, FileReport, Limits};
@@ -31,6 +31,10 @@ pub struct Cli {
     /// DuckDB database file (created, with its directory, if missing).
     #[arg(long, global = true, env = "DB_PATH", default_value = DEFAULT_DB_PATH)]
     pub db: PathBuf,
+    /// PostgreSQL server to use instead of the DuckDB file:
+    /// postgres://user:password@host:port/database.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// DuckDB's memory limit, e.g. 512MB (default: DuckDB's, 80% of RAM). A
     /// file too large to ingest within it is quarantined, not half-written.
     #[arg(long, global = true, env = "DUCKDB_MEMORY_LIMIT")]
@@ -190,7 +194,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     // Every command but `generate` works on the database, migrated first
     // (except `migrate` itself, which is the migration).
     let open = async |migrate: bool| -> Result<Database, Fatal> {
-        let db = Database::open_with(&cli.db, &duckdb_options(cli.memory_limit.as_deref()))?;
+        let config = Config {
+            database_url: cli.database_url.clone().filter(|u| !u.is_empty()),
+            db_path: cli.db.clone(),
+            duckdb: duckdb_options(cli.memory_limit.as_deref()),
+        };
+        let db = Database::from_config(&config).await?;
         if migrate {
             db.init().await?;
         }

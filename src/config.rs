@@ -2,6 +2,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
+//! | `DATABASE_URL` | a PostgreSQL server, `postgres://user:password@host:port/database`; when set, it is used instead of `DB_PATH` | unset: DuckDB |
 //! | `DB_PATH` | DuckDB database file (its directory is created if missing) | `/app/data/exposures.duckdb` |
 //! | `DUCKDB_MEMORY_LIMIT` | DuckDB's memory limit, e.g. `512MB` (see below) | DuckDB's own: 80% of RAM |
 //! | `RUST_LOG` | log filter for the CLI (logs go to stderr) | `warn` |
@@ -18,8 +19,10 @@ use duckdb_adapter::InstanceOptions;
 pub use migration::commands::DEFAULT_DB_PATH;
 
 /// Where the database lives and how DuckDB runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
+    /// A PostgreSQL server to use instead of the DuckDB file.
+    pub database_url: Option<String>,
     /// The DuckDB database file.
     pub db_path: PathBuf,
     /// DuckDB settings.
@@ -27,7 +30,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `DB_PATH` and `DUCKDB_MEMORY_LIMIT`, falling back to the
+    /// Reads `DATABASE_URL`, `DB_PATH` and `DUCKDB_MEMORY_LIMIT`, falling back to the
     /// defaults when they are unset or empty.
     #[must_use]
     pub fn from_env() -> Self {
@@ -42,9 +45,42 @@ impl Config {
             .map_or_else(|| PathBuf::from(DEFAULT_DB_PATH), PathBuf::from);
         let memory_limit = lookup("DUCKDB_MEMORY_LIMIT");
         Self {
+            database_url: lookup("DATABASE_URL").filter(|u| !u.is_empty()),
             db_path,
             duckdb: duckdb_options(memory_limit.as_deref()),
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("db_path", &self.db_path)
+            .field("duckdb", &self.duckdb)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user part replaced by `***`, for messages
+/// and logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &url[scheme_end + at..]
+        ),
+        _ => url.to_owned(),
     }
 }
 
@@ -76,5 +112,20 @@ mod tests {
         });
         assert_eq!(set.db_path, PathBuf::from("/srv/x.duckdb"));
         assert_eq!(set.duckdb.memory_limit.as_deref(), Some("1GB"));
+        assert_eq!(set.database_url, None);
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let url = "postgres://app:s3cr:et@db.internal:5432/exposures?sslmode=disable";
+        assert_eq!(
+            redact_url(url),
+            "postgres://app:***@db.internal:5432/exposures?sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("postgres://db:5432/x"), "postgres://db:5432/x");
+        let config = Config::from_lookup(|name| (name == "DATABASE_URL").then(|| url.to_owned()));
+        assert_eq!(config.database_url.as_deref(), Some(url));
+        assert!(!format!("{config:?}").contains("s3cr"));
     }
 }

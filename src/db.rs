@@ -8,24 +8,37 @@
 //! [`Database::init`] is `init_database()`: it applies the migrations and is
 //! safe to call any number of times, also concurrently.
 //!
-//! Every unit of work runs on its own DuckDB connection, so statements of
-//! concurrent units of work never interleave on one transaction, and both
-//! `Database` and `Session` implement Sea-ORM's [`ConnectionTrait`]: entity
-//! queries (`Entity::find()...all(&db)`), `ActiveModel::insert`,
-//! `insert_many`, pagination and `count` work on either.
+//! Two engines sit behind the same handle, chosen by configuration
+//! ([`Config`]): an embedded DuckDB file (the default), or a PostgreSQL
+//! server (`DATABASE_URL=postgres://...`) through Sea-ORM's native driver.
+//! Every unit of work runs on its own connection (a DuckDB connection, or
+//! one of the PostgreSQL pool), so statements of concurrent units of work
+//! never interleave on one transaction, and both `Database` and `Session`
+//! implement Sea-ORM's [`ConnectionTrait`]: entity queries
+//! (`Entity::find()...all(&db)`), `ActiveModel::insert`, `insert_many`,
+//! pagination and `count` work on either, on both engines.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
+pub use migration::commands::Engine;
 use migration::commands::{MigrateCommand, MigrationState};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    ExecResult, QueryResult, Statement, TransactionTrait,
+};
 
-use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::config::{Config, redact_url};
+use crate::error::{Error, Result, inner_message};
 
-/// Idle autocommit connections kept for statements run on the handle itself.
+/// Idle autocommit DuckDB connections kept for statements run on the handle
+/// itself.
 const MAX_IDLE_CONNECTIONS: usize = 8;
+
+/// PostgreSQL connections pooled per handle (each unit of work holds one
+/// until it ends).
+const POSTGRES_POOL_SIZE: u32 = 16;
 
 /// A handle to one exposure-store database. Clones share everything.
 #[derive(Debug, Clone)]
@@ -34,10 +47,28 @@ pub struct Database {
 }
 
 #[derive(Debug)]
-struct Inner {
-    instance: Instance,
-    /// Autocommit connections for statements run on the handle itself.
-    idle: Mutex<Vec<DuckDbConnection>>,
+enum Inner {
+    DuckDb {
+        instance: Instance,
+        /// Autocommit connections for statements run on the handle itself.
+        idle: Mutex<Vec<DuckDbConnection>>,
+    },
+    Postgres(Postgres),
+}
+
+/// A PostgreSQL pool and the URL it came from (kept for the migrations'
+/// dedicated connection; never printed with its password).
+struct Postgres {
+    pool: DatabaseConnection,
+    url: String,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("url", &redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Database {
@@ -79,7 +110,8 @@ impl Database {
         Ok(Self::from_instance(instance))
     }
 
-    /// Opens a new, private in-memory database (for tests and experiments).
+    /// Opens a new, private in-memory DuckDB database (for tests and
+    /// experiments).
     ///
     /// # Errors
     /// [`Error::Open`] if DuckDB cannot start.
@@ -91,33 +123,85 @@ impl Database {
         Ok(Self::from_instance(instance))
     }
 
-    /// Opens the database configured by the environment (`DB_PATH`, see
-    /// [`Config`]).
+    /// Connects to the PostgreSQL database at `url`
+    /// (`postgres://user:password@host:port/database`) through a pool.
+    ///
+    /// The schema is not touched: call [`Database::init`] to apply the
+    /// migrations.
     ///
     /// # Errors
-    /// As [`Database::open`].
-    pub fn from_env() -> Result<Self> {
-        let config = Config::from_env();
-        Self::open_with(&config.db_path, &config.duckdb)
+    /// [`Error::Connect`] when the server cannot be reached or refuses the
+    /// login; the error shows the URL without its password.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(POSTGRES_POOL_SIZE)
+            .sqlx_logging(false);
+        let pool = sea_orm::Database::connect(options)
+            .await
+            .map_err(|e| Error::Connect {
+                url: redact_url(url),
+                reason: inner_message(&e),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner::Postgres(Postgres {
+                pool,
+                url: url.to_owned(),
+            })),
+        })
+    }
+
+    /// Opens the database `config` names: PostgreSQL when it has a
+    /// `database_url`, otherwise the DuckDB file at `db_path`.
+    ///
+    /// # Errors
+    /// As [`Database::connect`] or [`Database::open_with`].
+    pub async fn from_config(config: &Config) -> Result<Self> {
+        match &config.database_url {
+            Some(url) => Self::connect(url).await,
+            None => Self::open_with(&config.db_path, &config.duckdb),
+        }
+    }
+
+    /// Opens the database configured by the environment (`DATABASE_URL`,
+    /// `DB_PATH`, see [`Config`]).
+    ///
+    /// # Errors
+    /// As [`Database::from_config`].
+    pub async fn from_env() -> Result<Self> {
+        Self::from_config(&Config::from_env()).await
     }
 
     fn from_instance(instance: Instance) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Inner::DuckDb {
                 instance,
                 idle: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    /// The DuckDB instance behind this handle.
+    /// Which engine this handle talks to.
     #[must_use]
-    pub fn instance(&self) -> &Instance {
-        &self.inner.instance
+    pub fn engine(&self) -> Engine {
+        match &*self.inner {
+            Inner::DuckDb { .. } => Engine::DuckDb,
+            Inner::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// The DuckDB instance behind this handle (`None` on PostgreSQL).
+    #[must_use]
+    pub fn instance(&self) -> Option<&Instance> {
+        match &*self.inner {
+            Inner::DuckDb { instance, .. } => Some(instance),
+            Inner::Postgres(_) => None,
+        }
     }
 
     /// Applies all pending migrations. Idempotent: on an up-to-date database
-    /// it changes nothing, and concurrent calls take turns.
+    /// it changes nothing, and concurrent calls take turns (also from other
+    /// processes, on PostgreSQL).
     ///
     /// # Errors
     /// [`Error::Migration`] with the failing statement's error.
@@ -133,9 +217,13 @@ impl Database {
     /// # Errors
     /// [`Error::Migration`] with the failing statement's error.
     pub async fn migrate(&self, command: MigrateCommand) -> Result<Vec<MigrationState>> {
-        migration::commands::run_on_duckdb(&self.inner.instance, command)
-            .await
-            .map_err(Error::Migration)
+        let result = match &*self.inner {
+            Inner::DuckDb { instance, .. } => {
+                migration::commands::run_on_duckdb(instance, command).await
+            }
+            Inner::Postgres(pg) => migration::commands::run_on_postgres(&pg.url, command).await,
+        };
+        result.map_err(Error::Migration)
     }
 
     /// Starts a unit of work on a dedicated connection. Prefer
@@ -143,11 +231,20 @@ impl Database {
     /// from `begin` rolls back when dropped unless [`Session::commit`] ran.
     ///
     /// # Errors
-    /// [`Error::Database`] if no connection can be opened or `BEGIN` fails.
+    /// [`Error::Database`] if no connection can be had or `BEGIN` fails.
     pub async fn begin(&self) -> Result<Session> {
-        let conn = self.inner.instance.connect()?;
-        conn.begin().await?;
-        Ok(Session { conn, open: true })
+        let conn = match &*self.inner {
+            Inner::DuckDb { instance, .. } => {
+                let conn = instance.connect()?;
+                conn.begin().await?;
+                SessionConn::DuckDb { conn, open: true }
+            }
+            Inner::Postgres(pg) => SessionConn::Postgres {
+                txn: Some(pg.pool.begin().await?),
+                failed: Mutex::new(None),
+            },
+        };
+        Ok(Session { conn })
     }
 
     /// Runs `work` as one unit of work: everything it does through the
@@ -156,8 +253,9 @@ impl Database {
     ///
     /// If a statement failed inside `work` (even one whose error `work`
     /// ignored), the unit of work is rolled back and [`Error::Aborted`] is
-    /// returned instead of committing: DuckDB would turn that COMMIT into a
-    /// silent rollback. A failed COMMIT is returned as an error too.
+    /// returned instead of committing: both DuckDB and PostgreSQL would turn
+    /// that COMMIT into a silent rollback. A failed COMMIT is returned as an
+    /// error too.
     ///
     /// # Errors
     /// The error of `work`, or of `BEGIN`/`COMMIT`, converted into `E`.
@@ -179,8 +277,8 @@ impl Database {
             }
             Err(e) => {
                 // The work's error is what the caller needs; a failed
-                // rollback is logged (the connection is closed right after,
-                // which rolls back too).
+                // rollback is logged (the connection is closed or reset
+                // right after, which rolls back too).
                 if let Err(rollback) = session.rollback().await {
                     tracing::warn!(error = %rollback, "rollback after a failed unit of work failed");
                 }
@@ -189,13 +287,18 @@ impl Database {
         }
     }
 
-    /// As [`Database::transaction`], but taking turns with every other
-    /// `write_transaction` on the same database in this process, for the
-    /// whole unit of work. DuckDB's concurrency control is optimistic (of two
-    /// transactions writing the same rows, the later fails with
-    /// [`Error::Conflict`]); writers that take turns never conflict, so
-    /// concurrent ingests through one handle never lose work. Ingesting
-    /// uses this.
+    /// As [`Database::transaction`], for units of work that write.
+    ///
+    /// On DuckDB they take turns with every other `write_transaction` on the
+    /// same database in this process, for the whole unit of work: DuckDB's
+    /// concurrency control is optimistic (of two transactions writing the
+    /// same rows, the later fails with [`Error::Conflict`]), and writers
+    /// that take turns never conflict. Ingesting uses this.
+    ///
+    /// On PostgreSQL they run concurrently, from any number of tasks and
+    /// processes: the repository locks the keys it writes, so results are
+    /// exact, and a deadlock between two units of work fails one of them
+    /// with [`Error::Conflict`] (`is_retryable`), to be run again.
     ///
     /// # Errors
     /// As [`Database::transaction`].
@@ -204,39 +307,38 @@ impl Database {
         F: AsyncFnOnce(&Session) -> Result<T, E>,
         E: From<Error>,
     {
-        let _turn = self.inner.instance.write_lock().lock().await;
-        self.transaction(work).await
+        match &*self.inner {
+            Inner::DuckDb { instance, .. } => {
+                let _turn = instance.write_lock().lock().await;
+                self.transaction(work).await
+            }
+            Inner::Postgres(_) => self.transaction(work).await,
+        }
     }
 
-    fn checkout(&self) -> Result<DuckDbConnection, DbErr> {
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => self
-                .inner
-                .instance
+    /// Runs `f` on a pooled autocommit DuckDB connection.
+    async fn on_duckdb<T>(
+        &self,
+        instance: &Instance,
+        idle: &Mutex<Vec<DuckDbConnection>>,
+        f: impl AsyncFnOnce(&DuckDbConnection) -> Result<T, DbErr>,
+    ) -> Result<T, DbErr> {
+        let pooled = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => instance
                 .connect()
-                .map_err(duckdb_adapter::AdapterError::into_exec_err),
+                .map_err(duckdb_adapter::AdapterError::into_exec_err)?,
+        };
+        let result = f(&conn).await;
+        // Never reuse a connection left inside a transaction.
+        if !conn.in_transaction() {
+            let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(conn);
+            }
         }
-    }
-
-    fn checkin(&self, conn: DuckDbConnection) {
-        if conn.in_transaction() {
-            return; // never reuse a connection left inside a transaction
-        }
-        let mut idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_CONNECTIONS {
-            idle.push(conn);
-        }
+        result
     }
 }
 
@@ -249,31 +351,43 @@ impl ConnectionTrait for Database {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        let conn = self.checkout()?;
-        let result = conn.execute_raw(stmt).await;
-        self.checkin(conn);
-        result
+        match &*self.inner {
+            Inner::DuckDb { instance, idle } => {
+                self.on_duckdb(instance, idle, async |c| c.execute_raw(stmt).await)
+                    .await
+            }
+            Inner::Postgres(pg) => pg.pool.execute_raw(stmt).await,
+        }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let conn = self.checkout()?;
-        let result = conn.execute_unprepared(sql).await;
-        self.checkin(conn);
-        result
+        match &*self.inner {
+            Inner::DuckDb { instance, idle } => {
+                self.on_duckdb(instance, idle, async |c| c.execute_unprepared(sql).await)
+                    .await
+            }
+            Inner::Postgres(pg) => pg.pool.execute_unprepared(sql).await,
+        }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let conn = self.checkout()?;
-        let result = conn.query_one_raw(stmt).await;
-        self.checkin(conn);
-        result
+        match &*self.inner {
+            Inner::DuckDb { instance, idle } => {
+                self.on_duckdb(instance, idle, async |c| c.query_one_raw(stmt).await)
+                    .await
+            }
+            Inner::Postgres(pg) => pg.pool.query_one_raw(stmt).await,
+        }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let conn = self.checkout()?;
-        let result = conn.query_all_raw(stmt).await;
-        self.checkin(conn);
-        result
+        match &*self.inner {
+            Inner::DuckDb { instance, idle } => {
+                self.on_duckdb(instance, idle, async |c| c.query_all_raw(stmt).await)
+                    .await
+            }
+            Inner::Postgres(pg) => pg.pool.query_all_raw(stmt).await,
+        }
     }
 }
 
@@ -283,9 +397,24 @@ impl ConnectionTrait for Database {
 /// session that was not committed rolls it back.
 #[derive(Debug)]
 pub struct Session {
-    conn: DuckDbConnection,
-    /// Whether the transaction is still open (not committed or rolled back).
-    open: bool,
+    conn: SessionConn,
+}
+
+#[derive(Debug)]
+enum SessionConn {
+    DuckDb {
+        conn: DuckDbConnection,
+        /// Whether the transaction is still open (not committed or rolled
+        /// back).
+        open: bool,
+    },
+    Postgres {
+        /// Taken by commit and rollback; dropping it rolls back.
+        txn: Option<DatabaseTransaction>,
+        /// Why the transaction must not be committed: the first statement
+        /// that failed, or a reason given to [`Session::poison`].
+        failed: Mutex<Option<String>>,
+    },
 }
 
 impl Session {
@@ -295,8 +424,26 @@ impl Session {
     /// [`Error::Aborted`] (after rolling back) if a statement of this unit
     /// of work failed; the database's error if COMMIT fails.
     pub async fn commit(mut self) -> Result<()> {
-        self.open = false;
-        self.conn.commit().await.map_err(Error::from)
+        match &mut self.conn {
+            SessionConn::DuckDb { conn, open } => {
+                *open = false;
+                conn.commit().await.map_err(Error::from)
+            }
+            SessionConn::Postgres { txn, failed } => {
+                let txn = txn.take().ok_or_else(closed)?;
+                let failed = failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                match failed {
+                    Some(reason) => {
+                        txn.rollback().await?;
+                        Err(Error::Aborted(format!("transaction rolled back: {reason}")))
+                    }
+                    None => Ok(txn.commit().await?),
+                }
+            }
+        }
     }
 
     /// Rolls the unit of work back.
@@ -304,22 +451,92 @@ impl Session {
     /// # Errors
     /// The database's error if ROLLBACK fails.
     pub async fn rollback(mut self) -> Result<()> {
-        self.open = false;
-        self.conn.rollback().await.map_err(Error::from)
+        match &mut self.conn {
+            SessionConn::DuckDb { conn, open } => {
+                *open = false;
+                conn.rollback().await.map_err(Error::from)
+            }
+            SessionConn::Postgres { txn, .. } => {
+                Ok(txn.take().ok_or_else(closed)?.rollback().await?)
+            }
+        }
+    }
+
+    /// Which engine this unit of work runs on.
+    #[must_use]
+    pub fn engine(&self) -> Engine {
+        match &self.conn {
+            SessionConn::DuckDb { .. } => Engine::DuckDb,
+            SessionConn::Postgres { .. } => Engine::Postgres,
+        }
     }
 
     /// The DuckDB connection of this unit of work, for bulk work Sea-ORM
     /// cannot express (DuckDB's Appender), inside the same transaction.
+    /// `None` on PostgreSQL.
     #[must_use]
-    pub fn duckdb(&self) -> &DuckDbConnection {
-        &self.conn
+    pub fn duckdb(&self) -> Option<&DuckDbConnection> {
+        match &self.conn {
+            SessionConn::DuckDb { conn, .. } => Some(conn),
+            SessionConn::Postgres { .. } => None,
+        }
     }
+
+    /// Marks the unit of work failed, so that its commit is refused (and it
+    /// is rolled back) with `reason`: for callers that detect, outside any
+    /// statement, that committing would store something inconsistent.
+    pub fn poison(&self, reason: &str) {
+        match &self.conn {
+            SessionConn::DuckDb { conn, .. } => conn.poison(reason),
+            SessionConn::Postgres { failed, .. } => {
+                failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert_with(|| reason.to_owned());
+            }
+        }
+    }
+
+    /// The connection statements of this unit of work go to.
+    fn active(&self) -> Result<Active<'_>, DbErr> {
+        match &self.conn {
+            SessionConn::DuckDb { conn, .. } => Ok(Active::DuckDb(conn)),
+            SessionConn::Postgres { txn, .. } => txn
+                .as_ref()
+                .map(Active::Postgres)
+                .ok_or_else(|| DbErr::Custom(closed().to_string())),
+        }
+    }
+
+    /// Remembers the first failed statement, so the commit is refused.
+    fn note<T>(&self, result: Result<T, DbErr>) -> Result<T, DbErr> {
+        if let (Err(e), SessionConn::Postgres { failed, .. }) = (&result, &self.conn) {
+            failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| format!("a statement of this unit of work failed: {e}"));
+        }
+        result
+    }
+}
+
+/// A session's connection, borrowed for one statement.
+enum Active<'a> {
+    DuckDb(&'a DuckDbConnection),
+    Postgres(&'a DatabaseTransaction),
+}
+
+/// The error for using a session after its transaction ended (only
+/// reachable through a bug: commit and rollback consume the session).
+fn closed() -> Error {
+    Error::Internal("the unit of work has already ended".to_owned())
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.open {
-            self.conn.rollback_now();
+        // PostgreSQL: dropping the `DatabaseTransaction` rolls it back.
+        if let SessionConn::DuckDb { conn, open: true } = &self.conn {
+            conn.rollback_now();
         }
     }
 }
@@ -327,22 +544,34 @@ impl Drop for Session {
 #[async_trait::async_trait]
 impl ConnectionTrait for Session {
     fn get_database_backend(&self) -> DbBackend {
-        self.conn.get_database_backend()
+        DbBackend::Postgres
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.conn.execute_raw(stmt).await
+        match self.active()? {
+            Active::DuckDb(conn) => conn.execute_raw(stmt).await,
+            Active::Postgres(txn) => self.note(txn.execute_raw(stmt).await),
+        }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.conn.execute_unprepared(sql).await
+        match self.active()? {
+            Active::DuckDb(conn) => conn.execute_unprepared(sql).await,
+            Active::Postgres(txn) => self.note(txn.execute_unprepared(sql).await),
+        }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.conn.query_one_raw(stmt).await
+        match self.active()? {
+            Active::DuckDb(conn) => conn.query_one_raw(stmt).await,
+            Active::Postgres(txn) => self.note(txn.query_one_raw(stmt).await),
+        }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.conn.query_all_raw(stmt).await
+        match self.active()? {
+            Active::DuckDb(conn) => conn.query_all_raw(stmt).await,
+            Active::Postgres(txn) => self.note(txn.query_all_raw(stmt).await),
+        }
     }
 }

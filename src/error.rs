@@ -21,11 +21,20 @@ pub enum Error {
         /// Why (DuckDB's message when it refused the file).
         reason: String,
     },
+    /// The PostgreSQL server could not be reached or refused the connection.
+    #[error("cannot connect to PostgreSQL at {url}: {reason}")]
+    Connect {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// The driver's message.
+        reason: String,
+    },
     /// A primary key, unique, NOT NULL or CHECK constraint was violated.
     #[error("constraint violated: {0}")]
     Constraint(String),
-    /// A write-write conflict with a concurrent transaction; the whole unit
-    /// of work may be retried.
+    /// A write-write conflict (DuckDB), a serialization failure or a
+    /// deadlock (PostgreSQL) with a concurrent transaction; the whole unit of
+    /// work may be retried.
     #[error("write conflict with a concurrent transaction: {0}")]
     Conflict(String),
     /// A statement of the unit of work failed, so it was rolled back instead
@@ -55,7 +64,11 @@ impl Error {
 
 impl From<DbErr> for Error {
     fn from(err: DbErr) -> Self {
-        match duckdb_adapter::error_kind(&err) {
+        let kind = match sqlstate(&err) {
+            Some(code) => postgres_kind(&code),
+            None => duckdb_adapter::error_kind(&err),
+        };
+        match kind {
             ErrorKind::Constraint => Self::Constraint(inner_message(&err)),
             ErrorKind::Conflict => Self::Conflict(inner_message(&err)),
             ErrorKind::Aborted => Self::Aborted(inner_message(&err)),
@@ -73,10 +86,52 @@ impl From<AdapterError> for Error {
     }
 }
 
+/// The SQLSTATE of an error reported by a PostgreSQL server.
+fn sqlstate(err: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx;
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => match &**e {
+            sqlx::Error::Database(db) => db.code().map(std::borrow::Cow::into_owned),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// PostgreSQL's error classes in the adapter's vocabulary: class 23 is an
+/// integrity constraint; 40001 (serialization failure) and 40P01 (deadlock)
+/// are worth retrying; 25P02 is a statement sent after one had failed.
+fn postgres_kind(code: &str) -> ErrorKind {
+    match code {
+        "40001" | "40P01" => ErrorKind::Conflict,
+        "25P02" => ErrorKind::Aborted,
+        c if c.starts_with("23") => ErrorKind::Constraint,
+        _ => ErrorKind::Other,
+    }
+}
+
 /// The database's message without Sea-ORM's "Execution Error: " prefix.
-fn inner_message(err: &DbErr) -> String {
+pub(crate) fn inner_message(err: &DbErr) -> String {
     match err {
         DbErr::Exec(inner) | DbErr::Query(inner) | DbErr::Conn(inner) => inner.to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_codes_map_to_kinds() {
+        assert_eq!(postgres_kind("40P01"), ErrorKind::Conflict);
+        assert_eq!(postgres_kind("40001"), ErrorKind::Conflict);
+        assert_eq!(postgres_kind("23505"), ErrorKind::Constraint);
+        assert_eq!(postgres_kind("23514"), ErrorKind::Constraint);
+        assert_eq!(postgres_kind("25P02"), ErrorKind::Aborted);
+        assert_eq!(postgres_kind("42601"), ErrorKind::Other);
     }
 }

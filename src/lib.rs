@@ -37,7 +37,7 @@ pub mod ingest;
 pub mod repository;
 
 pub use config::Config;
-pub use db::{Database, Session};
+pub use db::{Database, Engine, Session};
 pub use error::{Error, Result};
 pub use event::{ExposureEvent, InvalidField};
 pub use repository::{ExposureRepository, IngestStats, ingest_events};

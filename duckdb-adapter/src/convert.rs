@@ -65,6 +65,19 @@ pub fn to_duckdb(value: &Value) -> Result<DuckValue> {
     })
 }
 
+/// As [`to_duckdb`], taking the value: text and JSON are moved, not copied
+/// (for bulk work such as the Appender, where every row is built once).
+///
+/// # Errors
+/// As [`to_duckdb`].
+pub fn into_duckdb(value: Value) -> Result<DuckValue> {
+    match value {
+        Value::String(v) => Ok(v.map_or(DuckValue::Null, DuckValue::Text)),
+        Value::Json(Some(json)) => Ok(DuckValue::Text(json.to_string())),
+        other => to_duckdb(&other),
+    }
+}
+
 /// A timestamp as DuckDB's native microsecond value of the same instant.
 fn timestamp<Tz: TimeZone>(dt: &DateTime<Tz>) -> DuckValue {
     DuckValue::Timestamp(TimeUnit::Microsecond, dt.timestamp_micros())

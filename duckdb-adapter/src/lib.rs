@@ -30,7 +30,7 @@ mod instance;
 mod proxy;
 
 pub use connection::DuckDbConnection;
-pub use convert::to_duckdb;
+pub use convert::{into_duckdb, to_duckdb};
 pub use duckdb;
 pub use error::{AdapterError, ErrorKind, Result, classify_message, error_kind};
 pub use instance::{Instance, InstanceOptions, ensure_parent_dir};

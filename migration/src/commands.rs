@@ -8,7 +8,8 @@
 
 use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    TransactionTrait,
 };
 
 use crate::Migrator;
@@ -116,6 +117,44 @@ pub async fn run_on_duckdb(
         .map_err(duckdb_adapter::AdapterError::into_exec_err)?;
     let (db, guard) = duckdb_adapter::database_connection(conn).await?;
     guard.finish(run(&db, Engine::DuckDb, command).await)
+}
+
+/// The key of the session-level advisory lock that migrations hold on
+/// PostgreSQL (an arbitrary constant: "exposure" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6578_706f_7375_7265;
+
+/// Runs `command` on the PostgreSQL database at `url`, on a dedicated
+/// connection holding an advisory lock, so that migrations started at the
+/// same time by several processes take turns.
+///
+/// # Errors
+/// As [`run`], or the server cannot be reached.
+pub async fn run_on_postgres(
+    url: &str,
+    command: MigrateCommand,
+) -> Result<Vec<MigrationState>, DbErr> {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let lock = |function: &str| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("SELECT {function}($1)"),
+            [MIGRATION_LOCK_KEY.into()],
+        )
+    };
+    db.execute_raw(lock("pg_advisory_lock")).await?;
+    let result = run(&db, Engine::Postgres, command).await;
+    // Closing the connection releases the lock too; unlocking first keeps
+    // a pooled connection from carrying it if closing is delayed.
+    let unlocked = db.execute_raw(lock("pg_advisory_unlock")).await;
+    db.close().await?;
+    let states = result?;
+    unlocked?;
+    Ok(states)
 }
 
 /// Renders migration states as the lines `status` prints.

@@ -37,12 +37,13 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use sea_query::Alias;
 use serde::Serialize;
 
 use self::fold::Folder;
 use self::fold::Key;
 use self::statements::{StageCurrent, StageIds, StageKeys, WorkCurrent};
-use crate::db::Session;
+use crate::db::{Engine, Session};
 use crate::entity::prelude::*;
 use crate::entity::{exposure_current, quarantined_file};
 use crate::error::{Error, Result};
@@ -415,7 +416,7 @@ pub struct Ingestion<'s> {
 impl Drop for Ingestion<'_> {
     fn drop(&mut self) {
         if !self.finished && self.stats.events_inserted > 0 {
-            self.session.duckdb().poison(
+            self.session.poison(
                 "an ingestion was dropped without finish(): its events are in the audit log \
                  but not in the current state, so the unit of work is not committed",
             );
@@ -478,39 +479,71 @@ impl Ingestion<'_> {
 }
 
 async fn create_staging(session: &Session) -> Result<()> {
-    session.execute(&statements::create_stage_ids()).await?;
     session.execute(&statements::create_stage_keys()).await?;
     session.execute(&statements::create_stage_current()).await?;
-    session.execute(&statements::create_work_current()).await?;
+    if session.engine() == Engine::DuckDb {
+        session.execute(&statements::create_stage_ids()).await?;
+        session.execute(&statements::create_work_current()).await?;
+    }
     Ok(())
 }
 
-/// Appends rows to a temporary staging table.
-async fn append_staged<const N: usize>(
+/// Fills the (emptied) temporary staging table `table` with `rows`: the
+/// Appender on DuckDB, multi-row inserts on PostgreSQL.
+async fn stage_rows<const N: usize>(
     session: &Session,
     table: &'static str,
-    rows: Vec<[duckdb::types::Value; N]>,
+    columns: [sea_query::DynIden; N],
+    rows: Vec<[sea_query::Value; N]>,
 ) -> Result<()> {
-    session
-        .duckdb()
-        .with_raw(move |conn| Ok(stage::append_temp(conn, table, rows)?))
-        .await
-        .map_err(Error::from)
+    if let Some(duckdb) = session.duckdb() {
+        duckdb
+            .with_raw(move |conn| stage::append_temp(conn, table, rows))
+            .await?;
+        return Ok(());
+    }
+    for batch in stage::postgres_batches(rows) {
+        let insert = statements::insert_rows(Alias::new(table), columns.clone(), batch)
+            .map_err(internal)?;
+        session.execute(&insert).await?;
+    }
+    Ok(())
 }
 
-/// Appends the chunk's events that are not stored yet to `exposure_events`;
+/// A statement that could not be built: a bug, not a database error.
+fn internal(e: sea_query::error::Error) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// Writes the chunk's events that are not stored yet to `exposure_events`;
 /// returns their positions within the chunk.
 async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<usize>> {
     let mut seen: HashSet<&str> = HashSet::with_capacity(chunk.len());
     let candidates: Vec<usize> = (0..chunk.len())
         .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
         .collect();
+    let Some(duckdb) = session.duckdb() else {
+        // PostgreSQL: the insert itself says which ids were new.
+        let rows = candidates.iter().map(|&i| stage::event_row(&chunk[i])).collect();
+        let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
+        for batch in stage::postgres_batches(rows) {
+            let insert = statements::insert_new_events(batch).map_err(internal)?;
+            for row in session.query_all(&insert).await? {
+                inserted.insert(row.try_get("", "event_id")?);
+            }
+        }
+        return Ok(candidates
+            .into_iter()
+            .filter(|&i| inserted.contains(&chunk[i].event_id))
+            .collect());
+    };
+    // DuckDB: look the ids up, then append only the new events.
     session.execute(&statements::clear(StageIds::Table)).await?;
     let ids = candidates
         .iter()
         .map(|&i| stage::id_row(&chunk[i].event_id))
         .collect();
-    append_staged(session, "stage_ids", ids).await?;
+    stage_rows(session, "stage_ids", statements::stage_ids_columns(), ids).await?;
     let stored: HashSet<String> = session
         .query_all(&statements::stored_event_ids())
         .await?
@@ -522,9 +555,8 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
         .filter(|&i| !stored.contains(&chunk[i].event_id))
         .collect();
     let rows: Vec<_> = new.iter().map(|&i| stage::event_row(&chunk[i])).collect();
-    session
-        .duckdb()
-        .with_raw(move |conn| Ok(stage::append_events(conn, rows)?))
+    duckdb
+        .with_raw(move |conn| stage::append_events(conn, rows))
         .await?;
     Ok(new)
 }
@@ -548,7 +580,10 @@ async fn fold_chunk<'a>(
             .execute(&statements::clear(StageKeys::Table))
             .await?;
         let rows = unknown.iter().map(|(o, x)| stage::key_row(o, x)).collect();
-        append_staged(session, "stage_keys", rows).await?;
+        stage_rows(session, "stage_keys", statements::stage_keys_columns(), rows).await?;
+        if session.engine() == Engine::Postgres {
+            session.query_all(&statements::lock_staged_keys()).await?;
+        }
         for row in session.query_all(&statements::stored_last_seen()).await? {
             let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
             let key = (
@@ -591,9 +626,22 @@ async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExpo
         .await?;
     let rows: Vec<_> = folded.iter().flat_map(stage::current_rows).collect();
     let needs_fill = rows.len() > folded.len();
-    append_staged(session, "stage_current", rows).await?;
-    let internal = |e: sea_query::error::Error| Error::Internal(e.to_string());
-    if out.updated == 0 {
+    stage_rows(
+        session,
+        "stage_current",
+        statements::stage_current_columns(),
+        rows,
+    )
+    .await?;
+    if out.updated == 0 || session.engine() == Engine::Postgres {
+        // New keys only (nothing to fill), or PostgreSQL, which updates
+        // indexed rows in place at no extra cost: merge straight into
+        // `exposures_current`.
+        if needs_fill {
+            session
+                .execute(&statements::fill_details(ExposuresCurrent))
+                .await?;
+        }
         let upsert = statements::upsert_current(ExposuresCurrent).map_err(internal)?;
         session.execute(&upsert).await?;
         return Ok(out);

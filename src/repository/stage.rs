@@ -1,10 +1,16 @@
-//! Bulk staging with DuckDB's Appender, inside the unit of work's
-//! transaction. Rows are built as owned DuckDB values (timestamps as native
-//! microsecond values, JSON as text) so the blocking append owns its data.
+//! Bulk staging, inside the unit of work's transaction.
+//!
+//! Rows are built once, as typed sea-query values (so a NULL keeps its
+//! column's type), for both engines; only the bulk path differs:
+//!
+//! - DuckDB: the Appender, which takes owned DuckDB values (timestamps as
+//!   native microsecond values, JSON as text);
+//! - PostgreSQL: multi-row `INSERT ... VALUES` statements built with
+//!   sea-query, each under PostgreSQL's limit of 65,535 bound values.
 
-use duckdb::types::{TimeUnit, Value};
-
+use duckdb::types::Value as DuckValue;
 use sea_orm::IdenStatic;
+use sea_query::Value;
 
 use super::fold::{Details, Folded};
 use super::statements::{EVENT_COLUMNS, PASS_FILL, PASS_REPLACE};
@@ -17,25 +23,28 @@ const EVENTS_TABLE: &str = "exposure_events";
 const TEMP_CATALOG: &str = "temp";
 const TEMP_SCHEMA: &str = "main";
 
+/// PostgreSQL binds at most 65,535 values per statement; batches stay well
+/// below that (and equal-sized batches reuse one prepared statement).
+const POSTGRES_MAX_VALUES: usize = 20_000;
+
 fn text(s: &str) -> Value {
-    Value::Text(s.to_owned())
+    Value::String(Some(s.to_owned()))
 }
 
 fn opt_text(s: Option<&String>) -> Value {
-    s.map_or(Value::Null, |s| Value::Text(s.clone()))
+    Value::String(s.cloned())
 }
 
 fn micros(t: i64) -> Value {
-    Value::Timestamp(TimeUnit::Microsecond, t)
+    Value::ChronoDateTimeUtc(chrono::DateTime::from_timestamp_micros(t))
 }
 
-/// An event as a DuckDB Appender row, in the column order of
-/// `exposure_events` (timestamps as native microsecond values, JSON as text).
+/// An event as a row, in the column order of `exposure_events`.
 #[must_use]
 pub fn event_row(e: &ExposureEvent) -> [Value; 20] {
     [
         text(&e.event_id),
-        micros(e.timestamp_micros()),
+        Value::ChronoDateTimeUtc(Some(e.timestamp)),
         text(&e.office_id),
         text(&e.asset_id),
         text(&e.exposure_id),
@@ -43,19 +52,17 @@ pub fn event_row(e: &ExposureEvent) -> [Value; 20] {
         text(e.event_action.as_str()),
         text(e.status.as_str()),
         text(e.severity.as_str()),
-        Value::Double(e.risk_score),
+        Value::Double(Some(e.risk_score)),
         opt_text(e.hostname.as_ref()),
         opt_text(e.asset_ip.as_ref()),
         opt_text(e.dst_ip.as_ref()),
-        e.dst_port.map_or(Value::Null, Value::Int),
+        Value::Int(e.dst_port),
         opt_text(e.protocol.as_ref()),
         opt_text(e.service_name.as_ref()),
         opt_text(e.service_product.as_ref()),
         opt_text(e.service_version.as_ref()),
         opt_text(e.scan_run_id.as_ref()),
-        e.raw_payload_json
-            .as_ref()
-            .map_or(Value::Null, |j| Value::Text(j.to_string())),
+        Value::Json(e.raw_payload_json.clone().map(Box::new)),
     ]
 }
 
@@ -74,21 +81,21 @@ pub(crate) fn key_row(office_id: &str, exposure_id: &str) -> [Value; 2] {
 pub(crate) fn current_rows(f: &Folded) -> impl Iterator<Item = [Value; 19]> + '_ {
     let row = move |pass: i32, d: &Details| -> [Value; 19] {
         [
-            Value::Int(pass),
+            Value::Int(Some(pass)),
             text(&f.office_id),
             text(&f.exposure_id),
             text(&f.exposure_class),
             text(f.status.as_str()),
             text(f.severity.as_str()),
             text(f.event_action.as_str()),
-            Value::Double(f.risk_score),
+            Value::Double(Some(f.risk_score)),
             micros(f.first_seen),
             micros(f.last_seen),
             text(&f.asset_id),
             opt_text(d.hostname.as_ref()),
             opt_text(d.asset_ip.as_ref()),
             opt_text(d.dst_ip.as_ref()),
-            d.dst_port.map_or(Value::Null, Value::Int),
+            Value::Int(d.dst_port),
             opt_text(d.protocol.as_ref()),
             opt_text(d.service_name.as_ref()),
             opt_text(d.service_product.as_ref()),
@@ -98,6 +105,18 @@ pub(crate) fn current_rows(f: &Folded) -> impl Iterator<Item = [Value; 19]> + '_
     std::iter::once(row(PASS_REPLACE, &f.replace)).chain(f.fill.as_ref().map(|d| row(PASS_FILL, d)))
 }
 
+/// Splits `rows` into batches for multi-row statements on PostgreSQL.
+pub(crate) fn postgres_batches<const N: usize>(
+    rows: Vec<[Value; N]>,
+) -> impl Iterator<Item = Vec<[Value; N]>> {
+    let per_batch = (POSTGRES_MAX_VALUES / N).max(1);
+    let mut rows = rows.into_iter().peekable();
+    std::iter::from_fn(move || {
+        rows.peek()?;
+        Some(rows.by_ref().take(per_batch).collect())
+    })
+}
+
 /// Appends `rows` to the temporary table `table` on `conn`.
 ///
 /// # Errors
@@ -105,8 +124,8 @@ pub(crate) fn current_rows(f: &Folded) -> impl Iterator<Item = [Value; 19]> + '_
 pub(crate) fn append_temp<const N: usize>(
     conn: &duckdb::Connection,
     table: &str,
-    rows: impl IntoIterator<Item = [Value; N]>,
-) -> duckdb::Result<()> {
+    rows: Vec<[Value; N]>,
+) -> duckdb_adapter::Result<()> {
     let appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
     append_all(appender, rows)
 }
@@ -121,7 +140,7 @@ pub(crate) fn append_temp<const N: usize>(
 pub(crate) fn append_events(
     conn: &duckdb::Connection,
     rows: Vec<[Value; 20]>,
-) -> duckdb::Result<()> {
+) -> duckdb_adapter::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -131,10 +150,14 @@ pub(crate) fn append_events(
 
 fn append_all<const N: usize>(
     mut appender: duckdb::Appender<'_>,
-    rows: impl IntoIterator<Item = [Value; N]>,
-) -> duckdb::Result<()> {
+    rows: Vec<[Value; N]>,
+) -> duckdb_adapter::Result<()> {
     for row in rows {
+        let row = row
+            .into_iter()
+            .map(duckdb_adapter::into_duckdb)
+            .collect::<duckdb_adapter::Result<Vec<DuckValue>>>()?;
         appender.append_row(duckdb::appender_params_from_iter(row))?;
     }
-    appender.flush()
+    Ok(appender.flush()?)
 }

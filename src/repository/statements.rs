@@ -1,9 +1,9 @@
 //! Every SQL statement of the repository, built with sea-query. Values are
 //! always bound, never formatted into SQL.
 //!
-//! Staging tables are temporary (private to the unit of work's connection
-//! and gone with it), filled in bulk by DuckDB's Appender (see `stage.rs`),
-//! and feed set-based statements. They stay small on purpose: DuckDB keeps
+//! Staging tables are temporary (private to the unit of work's connection),
+//! filled in bulk (see `stage.rs`: DuckDB's Appender, or multi-row inserts
+//! built here on PostgreSQL), and feed set-based statements. They stay small on purpose: DuckDB keeps
 //! every row written to a temporary table in memory until the transaction
 //! ends, even after it is deleted, and a file is one transaction. So only
 //! event ids and keys are staged per chunk; the events themselves are
@@ -11,8 +11,8 @@
 //! (one row per key) is staged once per call.
 
 use sea_query::{
-    Alias, ColumnDef, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict, Query,
-    SelectStatement, Table, TableCreateStatement,
+    Alias, ColumnDef, DynIden, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict,
+    Order, Query, SelectStatement, Table, TableCreateStatement, Value,
 };
 
 use crate::entity::exposure_current::{self, Column as Cur};
@@ -260,6 +260,103 @@ pub(crate) fn delete_stored_in_work() -> sea_query::DeleteStatement {
 /// As [`upsert_current`].
 pub(crate) fn insert_work_into_current() -> Result<InsertStatement, sea_query::error::Error> {
     copy_current(WorkCurrent::Table, exposure_current::Entity, None)
+}
+
+/// `INSERT INTO table (columns) VALUES (...), (...)`: one multi-row insert
+/// (the PostgreSQL bulk path; every value is bound).
+///
+/// # Errors
+/// Only if a row's length disagrees with the columns (impossible with
+/// arrays of the same `N`).
+pub(crate) fn insert_rows<const N: usize>(
+    table: impl IntoIden,
+    columns: [DynIden; N],
+    rows: Vec<[Value; N]>,
+) -> Result<InsertStatement, sea_query::error::Error> {
+    let mut insert = Query::insert();
+    insert.into_table(table).columns(columns);
+    for row in rows {
+        insert.values(row.map(Expr::val))?;
+    }
+    Ok(insert)
+}
+
+/// The events of `rows` that are not stored yet, inserted: `INSERT INTO
+/// exposure_events ... VALUES ... ON CONFLICT (event_id) DO NOTHING
+/// RETURNING event_id`. On PostgreSQL this is how new events are told from
+/// stored ones: an id another transaction is inserting at the same moment
+/// waits for that transaction and is then skipped (if it committed) or
+/// inserted (if it rolled back), so concurrent workers never store an
+/// event twice nor lose one.
+///
+/// # Errors
+/// As [`insert_rows`].
+pub(crate) fn insert_new_events(
+    rows: Vec<[Value; 20]>,
+) -> Result<InsertStatement, sea_query::error::Error> {
+    let mut insert = insert_rows(
+        exposure_event::Entity,
+        EVENT_COLUMNS.map(IntoIden::into_iden),
+        rows,
+    )?;
+    insert
+        .on_conflict(OnConflict::column(Ev::EventId).do_nothing().to_owned())
+        .returning_col(Ev::EventId);
+    Ok(insert)
+}
+
+/// The columns of `stage_ids`, `stage_keys` and `stage_current`, in the
+/// order their rows are built (`stage.rs`).
+pub(crate) fn stage_ids_columns() -> [DynIden; 1] {
+    [Ev::EventId.into_iden()]
+}
+
+/// See [`stage_ids_columns`].
+pub(crate) fn stage_keys_columns() -> [DynIden; 2] {
+    [Cur::OfficeId.into_iden(), Cur::ExposureId.into_iden()]
+}
+
+/// See [`stage_ids_columns`].
+pub(crate) fn stage_current_columns() -> [DynIden; 19] {
+    std::array::from_fn(|i| match i.checked_sub(1) {
+        None => StageCurrent::Pass.into_iden(),
+        Some(c) => CURRENT_COLUMNS[c].into_iden(),
+    })
+}
+
+/// PostgreSQL only: takes a transaction-scoped advisory lock on every key
+/// in `stage_keys`, in sorted order, before their stored `last_seen` is
+/// read. The fold decides from that value which events are late, so
+/// concurrent writers of the same key must take turns from the read to
+/// their commit; the sorted order keeps two writers of one chunk's keys
+/// from deadlocking (writers whose chunks cross can still deadlock, which
+/// PostgreSQL detects and the ingest retries).
+///
+/// `SELECT COUNT(pg_advisory_xact_lock(k.h1, k.h2)) FROM (SELECT DISTINCT
+/// hashtext(office_id) AS h1, hashtext(exposure_id) AS h2 FROM stage_keys
+/// ORDER BY h1, h2) AS k`. Two keys with the same hashes share a lock,
+/// which only makes their writers wait for each other.
+pub(crate) fn lock_staged_keys() -> SelectStatement {
+    let (h1, h2, k) = (Alias::new("h1"), Alias::new("h2"), Alias::new("k"));
+    let hash = |c: Cur| Func::cust("hashtext").arg(Expr::col(c));
+    let keys = Query::select()
+        .distinct()
+        .expr_as(hash(Cur::OfficeId), h1.clone())
+        .expr_as(hash(Cur::ExposureId), h2.clone())
+        .from(StageKeys::Table)
+        .order_by(h1.clone(), Order::Asc)
+        .order_by(h2.clone(), Order::Asc)
+        .to_owned();
+    Query::select()
+        .expr_as(
+            Func::count(
+                Func::cust("pg_advisory_xact_lock")
+                    .args([Expr::col((k.clone(), h1)), Expr::col((k.clone(), h2))]),
+            ),
+            Alias::new("locked"),
+        )
+        .from_subquery(keys, k)
+        .to_owned()
 }
 
 /// Empties a staging table for the next chunk.

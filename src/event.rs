@@ -71,6 +71,34 @@ pub struct ExposureEvent {
     pub raw_payload_json: Option<serde_json::Value>,
 }
 
+impl From<crate::entity::exposure_event::Model> for ExposureEvent {
+    /// An event as stored in the audit log.
+    fn from(m: crate::entity::exposure_event::Model) -> Self {
+        Self {
+            event_id: m.event_id,
+            timestamp: m.timestamp,
+            office_id: m.office_id,
+            asset_id: m.asset_id,
+            exposure_id: m.exposure_id,
+            exposure_class: m.exposure_class,
+            event_action: m.event_action,
+            status: m.status,
+            severity: m.severity,
+            risk_score: m.risk_score,
+            hostname: m.hostname,
+            asset_ip: m.asset_ip,
+            dst_ip: m.dst_ip,
+            dst_port: m.dst_port,
+            protocol: m.protocol,
+            service_name: m.service_name,
+            service_product: m.service_product,
+            service_version: m.service_version,
+            scan_run_id: m.scan_run_id,
+            raw_payload_json: m.raw_payload_json,
+        }
+    }
+}
+
 /// Why an event is not acceptable, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field '{field}': {reason}")]
@@ -81,9 +109,18 @@ pub struct InvalidField {
     pub reason: String,
 }
 
+/// The longest identifier accepted, in bytes: `event_id`, `office_id`,
+/// `asset_id`, `exposure_id`, `exposure_class` and `scan_run_id` are
+/// indexed, and a PostgreSQL index entry must fit in about 2.7 kB (two of
+/// them share the `(office_id, exposure_class)` index).
+pub const MAX_ID_BYTES: usize = 1_024;
+
 impl ExposureEvent {
-    /// Checks what the types alone cannot: required text is not empty, the
-    /// port is a port, the score is a finite number.
+    /// Checks what the types alone cannot: required text is not empty,
+    /// identifiers are at most [`MAX_ID_BYTES`] long, no text (nor any
+    /// string of the JSON payload) holds the NUL character
+    /// (PostgreSQL cannot store it, so such an event is refused on both
+    /// engines alike), the port is a port, the score is a finite number.
     ///
     /// # Errors
     /// The first field that is not acceptable.
@@ -102,6 +139,49 @@ impl ExposureEvent {
                     reason: "must not be empty".to_owned(),
                 });
             }
+        }
+        let identifiers = required
+            .iter()
+            .map(|&(field, value)| (field, Some(value.as_str())))
+            .chain([("scan_run_id", self.scan_run_id.as_deref())]);
+        for (field, value) in identifiers {
+            if let Some(value) = value.filter(|v| v.len() > MAX_ID_BYTES) {
+                return Err(InvalidField {
+                    field,
+                    reason: format!(
+                        "is {} bytes long; identifiers are at most {MAX_ID_BYTES}",
+                        value.len()
+                    ),
+                });
+            }
+        }
+        let optional = [
+            ("hostname", &self.hostname),
+            ("asset_ip", &self.asset_ip),
+            ("dst_ip", &self.dst_ip),
+            ("protocol", &self.protocol),
+            ("service_name", &self.service_name),
+            ("service_product", &self.service_product),
+            ("service_version", &self.service_version),
+            ("scan_run_id", &self.scan_run_id),
+        ];
+        let texts = required
+            .into_iter()
+            .map(|(field, value)| (field, Some(value.as_str())))
+            .chain(optional.map(|(field, value)| (field, value.as_deref())));
+        for (field, value) in texts {
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(InvalidField {
+                    field,
+                    reason: "must not contain the NUL character (U+0000)".to_owned(),
+                });
+            }
+        }
+        if self.raw_payload_json.as_ref().is_some_and(json_has_nul) {
+            return Err(InvalidField {
+                field: "raw_payload_json",
+                reason: "must not contain the NUL character (U+0000)".to_owned(),
+            });
         }
         if !self.risk_score.is_finite() {
             return Err(InvalidField {
@@ -125,6 +205,26 @@ impl ExposureEvent {
     pub fn timestamp_micros(&self) -> i64 {
         self.timestamp.timestamp_micros()
     }
+}
+
+/// Whether a string or key anywhere inside `value` holds U+0000 (which
+/// PostgreSQL's JSON types refuse).
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => return true,
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                pending.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 fn timestamp_micros<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -179,6 +279,18 @@ mod tests {
         e.dst_port = None;
         e.office_id = " ".to_owned();
         assert_eq!(e.validate().map_err(|f| f.field), Err("office_id"));
+        e.office_id = "office-005".to_owned();
+        e.service_version = Some("2.8\u{0}9".to_owned());
+        assert_eq!(e.validate().map_err(|f| f.field), Err("service_version"));
+        e.service_version = None;
+        e.service_version = Some("x".repeat(1 << 20));
+        assert_eq!(e.validate(), Ok(()), "details may be long");
+        e.exposure_id = "x".repeat(MAX_ID_BYTES + 1);
+        assert_eq!(e.validate().map_err(|f| f.field), Err("exposure_id"));
+        e.exposure_id = "x".repeat(MAX_ID_BYTES);
+        assert_eq!(e.validate(), Ok(()));
+        e.raw_payload_json = Some(serde_json::json!({"deep": [{"x": "a\u{0}"}]}));
+        assert_eq!(e.validate().map_err(|f| f.field), Err("raw_payload_json"));
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ use sea_orm::{
 };
 
 use crate::config::{Config, redact_url};
-use crate::error::{Error, Result, inner_message};
+use crate::error::{Error, Result, Retryable, inner_message};
 
 /// Idle autocommit DuckDB connections kept for statements run on the handle
 /// itself.
@@ -39,6 +39,42 @@ const MAX_IDLE_CONNECTIONS: usize = 8;
 /// PostgreSQL connections pooled per handle (each unit of work holds one
 /// until it ends).
 const POSTGRES_POOL_SIZE: u32 = 16;
+
+/// How many times [`retry_conflicts`] runs a unit of work at most.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Runs `attempt` (a whole unit of work) until it succeeds, fails with an
+/// error that is not retryable, or has run [`MAX_ATTEMPTS`] times, waiting a
+/// little longer (with jitter) before each new attempt. For PostgreSQL,
+/// where concurrent writers of the same keys or events can deadlock and
+/// PostgreSQL then fails one of them.
+///
+/// # Errors
+/// The last attempt's error.
+pub async fn retry_conflicts<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempts = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable() && attempts < MAX_ATTEMPTS => {
+                let base = 20_u64 << attempts.min(6);
+                let wait = std::time::Duration::from_millis(base + fastrand::u64(..base));
+                tracing::info!(
+                    attempts,
+                    wait_ms = wait.as_millis(),
+                    "conflict with a concurrent unit of work; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                attempts += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
 
 /// A handle to one exposure-store database. Clones share everything.
 #[derive(Debug, Clone)]
@@ -432,7 +468,7 @@ impl Session {
             SessionConn::Postgres { txn, failed } => {
                 let txn = txn.take().ok_or_else(closed)?;
                 let failed = failed
-                    .lock()
+                    .get_mut()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
                 match failed {

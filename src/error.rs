@@ -54,11 +54,24 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the whole unit of work may succeed (a write-write
-    /// conflict with a concurrent transaction).
+    /// Whether retrying the whole unit of work may succeed (a conflict
+    /// with a concurrent transaction).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Conflict(_))
+    }
+}
+
+/// Errors that can tell whether running the failed unit of work again may
+/// succeed; see [`crate::retry_conflicts`].
+pub trait Retryable {
+    /// Whether a new attempt may succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
     }
 }
 

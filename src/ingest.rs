@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::json;
@@ -325,6 +326,12 @@ enum Stop {
     Database(Error),
 }
 
+impl crate::Retryable for Stop {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_retryable())
+    }
+}
+
 impl From<Error> for Stop {
     fn from(e: Error) -> Self {
         Self::Database(e)
@@ -387,9 +394,14 @@ pub async fn ingest_file(
     limits: Limits,
     progress: Option<Progress>,
 ) -> Result<FileReport, Error> {
-    let mut events_read = 0_u64;
-    let attempt = db
-        .write_transaction(async |session| -> Result<IngestStats, Stop> {
+    let events_read = AtomicU64::new(0);
+    // On PostgreSQL a concurrent ingest of the same keys can deadlock with
+    // this one; the file is then read again from the start.
+    let attempt = crate::retry_conflicts(|| {
+        events_read.store(0, Ordering::Relaxed);
+        let progress = progress.clone();
+        let events_read = &events_read;
+        db.write_transaction(async move |session| -> Result<IngestStats, Stop> {
             let file = File::open(path).map_err(|e| Stop::Rejected(Rejection::io(path, &e)))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ExposureEvent>, Rejection>>(
                 CHUNKS_IN_FLIGHT,
@@ -402,13 +414,13 @@ pub async fn ingest_file(
             let mut ingestion = repo.ingestion(session).await?;
             while let Some(message) = rx.recv().await {
                 let chunk = message.map_err(Stop::Rejected)?;
-                events_read += chunk.len() as u64;
+                events_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 ingestion.push(&chunk).await?;
             }
             reader
                 .await
                 .map_err(|e| Error::Internal(format!("file reader failed: {e}")))?;
-            if events_read == 0 {
+            if events_read.load(Ordering::Relaxed) == 0 {
                 return Err(Stop::Rejected(Rejection {
                     error_type: ErrorType::EmptyFile,
                     message: "the file holds no events".to_owned(),
@@ -417,7 +429,9 @@ pub async fn ingest_file(
             }
             Ok(ingestion.finish().await?)
         })
-        .await;
+    })
+    .await;
+    let events_read = events_read.into_inner();
     let rejection = match attempt {
         Ok(stats) => {
             return Ok(FileReport {

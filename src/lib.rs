@@ -37,9 +37,9 @@ pub mod ingest;
 pub mod repository;
 
 pub use config::Config;
-pub use db::{Database, Engine, Session};
-pub use error::{Error, Result};
-pub use event::{ExposureEvent, InvalidField};
+pub use db::{Database, Engine, MAX_ATTEMPTS, Session, retry_conflicts};
+pub use error::{Error, Result, Retryable};
+pub use event::{ExposureEvent, InvalidField, MAX_ID_BYTES};
 pub use repository::{ExposureRepository, IngestStats, ingest_events};
 
 /// The DuckDB connection adapter (re-exported from the `duckdb-adapter` crate).

@@ -45,7 +45,7 @@ use self::fold::Key;
 use self::statements::{StageCurrent, StageIds, StageKeys, WorkCurrent};
 use crate::db::{Engine, Session};
 use crate::entity::prelude::*;
-use crate::entity::{exposure_current, quarantined_file};
+use crate::entity::{exposure_current, exposure_event, quarantined_file};
 use crate::error::{Error, Result};
 use crate::event::ExposureEvent;
 
@@ -245,6 +245,7 @@ impl ExposureRepository {
             repo: *self,
             session,
             folder: Folder::default(),
+            pending: Pending::default(),
             stats: IngestStats::default(),
             finished: false,
         })
@@ -286,8 +287,15 @@ impl ExposureRepository {
     ) -> Result<UpsertedExposures> {
         create_staging(session).await?;
         let mut folder = Folder::default();
-        for chunk in events.chunks(self.chunk_size) {
-            fold_chunk(session, &mut folder, chunk.iter()).await?;
+        if session.engine() == Engine::Postgres {
+            let keys = events
+                .iter()
+                .map(|e| (e.office_id.as_str(), e.exposure_id.as_str()));
+            fold_locked(session, &mut folder, keys.collect(), events.iter()).await?;
+        } else {
+            for chunk in events.chunks(self.chunk_size) {
+                fold_chunk(session, &mut folder, chunk.iter()).await?;
+            }
         }
         upsert_folded(session, folder).await
     }
@@ -409,8 +417,18 @@ pub struct Ingestion<'s> {
     session: &'s Session,
     /// The current state of every key touched so far, written by `finish`.
     folder: Folder,
+    /// PostgreSQL: the new events' ids in input order and their keys,
+    /// folded by `finish` (see [`fold_locked`]).
+    pending: Pending,
     stats: IngestStats,
     finished: bool,
+}
+
+/// New events not folded yet (PostgreSQL).
+#[derive(Debug, Default)]
+struct Pending {
+    ids: Vec<String>,
+    keys: HashSet<Key>,
 }
 
 impl Drop for Ingestion<'_> {
@@ -438,12 +456,21 @@ impl Ingestion<'_> {
             let appended = started.elapsed();
             self.stats.events_inserted += new.len() as u64;
             self.stats.events_skipped += (chunk.len() - new.len()) as u64;
-            fold_chunk(
-                self.session,
-                &mut self.folder,
-                new.iter().map(|&i| &chunk[i]),
-            )
-            .await?;
+            if self.session.engine() == Engine::Postgres {
+                for e in new.iter().map(|&i| &chunk[i]) {
+                    self.pending.ids.push(e.event_id.clone());
+                    self.pending
+                        .keys
+                        .insert((e.office_id.clone(), e.exposure_id.clone()));
+                }
+            } else {
+                fold_chunk(
+                    self.session,
+                    &mut self.folder,
+                    new.iter().map(|&i| &chunk[i]),
+                )
+                .await?;
+            }
             tracing::debug!(
                 events = chunk.len(),
                 new = new.len(),
@@ -462,6 +489,10 @@ impl Ingestion<'_> {
     /// The database's error (roll the unit of work back).
     pub async fn finish(mut self) -> Result<IngestStats> {
         let started = std::time::Instant::now();
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.ids.is_empty() {
+            fold_pending(self.session, &mut self.folder, pending).await?;
+        }
         let upserted = upsert_folded(self.session, std::mem::take(&mut self.folder)).await?;
         self.finished = true;
         tracing::debug!(
@@ -503,8 +534,8 @@ async fn stage_rows<const N: usize>(
         return Ok(());
     }
     for batch in stage::postgres_batches(rows) {
-        let insert = statements::insert_rows(Alias::new(table), columns.clone(), batch)
-            .map_err(internal)?;
+        let insert =
+            statements::insert_rows(Alias::new(table), columns.clone(), batch).map_err(internal)?;
         session.execute(&insert).await?;
     }
     Ok(())
@@ -524,7 +555,10 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
         .collect();
     let Some(duckdb) = session.duckdb() else {
         // PostgreSQL: the insert itself says which ids were new.
-        let rows = candidates.iter().map(|&i| stage::event_row(&chunk[i])).collect();
+        let rows = candidates
+            .iter()
+            .map(|&i| stage::event_row(&chunk[i]))
+            .collect();
         let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
         for batch in stage::postgres_batches(rows) {
             let insert = statements::insert_new_events(batch).map_err(internal)?;
@@ -562,7 +596,7 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
 }
 
 /// Folds new events into `folder`, first looking up the stored `last_seen`
-/// of the keys the folder does not know yet.
+/// of the keys the folder does not know yet (DuckDB, chunk by chunk).
 async fn fold_chunk<'a>(
     session: &Session,
     folder: &mut Folder,
@@ -574,25 +608,104 @@ async fn fold_chunk<'a>(
             unknown.insert((e.office_id.as_str(), e.exposure_id.as_str()));
         }
     }
-    let mut stored: HashMap<Key, i64> = HashMap::new();
-    if !unknown.is_empty() {
-        session
-            .execute(&statements::clear(StageKeys::Table))
-            .await?;
-        let rows = unknown.iter().map(|(o, x)| stage::key_row(o, x)).collect();
-        stage_rows(session, "stage_keys", statements::stage_keys_columns(), rows).await?;
-        if session.engine() == Engine::Postgres {
-            session.query_all(&statements::lock_staged_keys()).await?;
-        }
-        for row in session.query_all(&statements::stored_last_seen()).await? {
-            let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
-            let key = (
-                row.try_get("", "office_id")?,
-                row.try_get("", "exposure_id")?,
-            );
-            stored.insert(key, last_seen.timestamp_micros());
-        }
+    let stored = stored_last_seen(session, unknown).await?;
+    fold_with(folder, &stored, events);
+    Ok(())
+}
+
+/// PostgreSQL: locks every key of `keys` (one statement, in sorted order),
+/// then reads their stored `last_seen` and folds `events`.
+///
+/// Holding the keys from that read to the commit is what makes concurrent
+/// writers exact: the fold decides from the stored `last_seen` which events
+/// are late. Taking all of a call's locks at once, when the call writes the
+/// current state, is what keeps writers from deadlocking on keys: a writer
+/// never waits for a key while holding others it took earlier.
+async fn fold_locked<'a>(
+    session: &Session,
+    folder: &mut Folder,
+    keys: HashSet<(&str, &str)>,
+    events: impl Iterator<Item = &'a ExposureEvent> + Clone,
+) -> Result<()> {
+    let stored = stored_last_seen(session, keys).await?;
+    fold_with(folder, &stored, events);
+    Ok(())
+}
+
+/// PostgreSQL: folds the events an ingestion inserted, read back from the
+/// audit log in input order (a few thousand at a time, so memory stays
+/// bounded), after locking their keys.
+async fn fold_pending(session: &Session, folder: &mut Folder, pending: Pending) -> Result<()> {
+    const READ_BACK: usize = 5_000;
+    let keys = pending
+        .keys
+        .iter()
+        .map(|(o, x)| (o.as_str(), x.as_str()))
+        .collect();
+    let stored = stored_last_seen(session, keys).await?;
+    for ids in pending.ids.chunks(READ_BACK) {
+        let mut by_id: HashMap<String, ExposureEvent> = ExposureEvents::find()
+            .filter(exposure_event::Column::EventId.is_in(ids.iter().map(String::as_str)))
+            .all(session)
+            .await?
+            .into_iter()
+            .map(|m| (m.event_id.clone(), ExposureEvent::from(m)))
+            .collect();
+        let events = ids
+            .iter()
+            .map(|id| {
+                by_id.remove(id).ok_or_else(|| {
+                    Error::Internal(format!("event {id} vanished from the audit log"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        fold_with(folder, &stored, events.iter());
     }
+    Ok(())
+}
+
+/// The stored `last_seen` of `keys` (absent: not stored). On PostgreSQL the
+/// keys are locked first (`statements::lock_staged_keys`).
+async fn stored_last_seen(
+    session: &Session,
+    keys: HashSet<(&str, &str)>,
+) -> Result<HashMap<Key, i64>> {
+    let mut stored = HashMap::new();
+    if keys.is_empty() {
+        return Ok(stored);
+    }
+    session
+        .execute(&statements::clear(StageKeys::Table))
+        .await?;
+    let rows = keys.iter().map(|(o, x)| stage::key_row(o, x)).collect();
+    stage_rows(
+        session,
+        "stage_keys",
+        statements::stage_keys_columns(),
+        rows,
+    )
+    .await?;
+    if session.engine() == Engine::Postgres {
+        session.query_all(&statements::lock_staged_keys()).await?;
+    }
+    for row in session.query_all(&statements::stored_last_seen()).await? {
+        let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
+        let key = (
+            row.try_get("", "office_id")?,
+            row.try_get("", "exposure_id")?,
+        );
+        stored.insert(key, last_seen.timestamp_micros());
+    }
+    Ok(stored)
+}
+
+/// Feeds `events` to the folder; `stored` has the stored `last_seen` of
+/// every key the folder meets for the first time.
+fn fold_with<'a>(
+    folder: &mut Folder,
+    stored: &HashMap<Key, i64>,
+    events: impl Iterator<Item = &'a ExposureEvent>,
+) {
     for e in events {
         folder.push(e, || {
             stored
@@ -600,7 +713,6 @@ async fn fold_chunk<'a>(
                 .copied()
         });
     }
-    Ok(())
 }
 
 /// Writes the folded rows to `exposures_current`: stage them once, then

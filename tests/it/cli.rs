@@ -5,30 +5,54 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::helpers::TestResult;
+use rstest::rstest;
+
+use crate::helpers::{Backend, TestResult};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
 
 const GOOD: &str = r#"{"event_id":"g-1","timestamp":"2025-01-05T16:00:03.161-08:00","office_id":"office-005","asset_id":"asset-005-00026","exposure_id":"EXP-ac87f8505ae9","exposure_class":"outdated_software","event_action":"opened","status":"open","severity":"medium","risk_score":6.4,"hostname":"ws-005-00026.corp.example","asset_ip":"10.5.0.27","dst_ip":"10.5.0.27","dst_port":53,"protocol":"udp","service_name":"domain","service_product":"dnsmasq","service_version":"2.89","scan_run_id":null,"raw_payload_json":{"scanner":"agent","plugin_id":97035,"seq":0,"tags":[]}}"#;
 
+/// A temporary directory for input files, and the database the CLI is
+/// pointed at through the environment: a DuckDB file in the directory, or
+/// a new database on the test PostgreSQL server.
 struct Env {
     dir: tempfile::TempDir,
     db: PathBuf,
+    url: Option<String>,
 }
 
 impl Env {
-    fn new() -> TestResult<Self> {
+    fn new(backend: Backend) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("data").join("exposures.duckdb");
-        Ok(Self { dir, db })
+        let url = match backend {
+            Backend::DuckDb => None,
+            Backend::Postgres => Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(crate::helpers::postgres_database())?,
+            ),
+        };
+        Ok(Self { dir, db, url })
     }
 
     fn run(&self, args: &[&str]) -> TestResult<Output> {
-        Ok(Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("DB_PATH", &self.db)
-            .env_remove("RUST_LOG")
-            .output()?)
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG");
+        if let Some(url) = &self.url {
+            command.env("DATABASE_URL", url);
+        }
+        let out = command.output()?;
+        if self.url.is_some() {
+            assert!(!self.db.exists(), "a DuckDB file was written on PostgreSQL");
+        }
+        Ok(out)
     }
 
     fn json(&self, args: &[&str]) -> TestResult<(i32, Value)> {
@@ -74,9 +98,11 @@ fn latin1(line: &str) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn generate_ingest_reingest_and_query() -> TestResult {
-    let env = Env::new()?;
+#[rstest]
+fn generate_ingest_reingest_and_query(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
     let generated = Command::new(BIN)
         .args([
             "generate",
@@ -149,9 +175,11 @@ fn generate_ingest_reingest_and_query() -> TestResult {
 }
 
 /// Each bad input quarantines exactly its file, with a precise reason.
-#[test]
-fn bad_files_are_quarantined_and_the_rest_ingested() -> TestResult {
-    let env = Env::new()?;
+#[rstest]
+fn bad_files_are_quarantined_and_the_rest_ingested(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
     let dir = env.dir.path().join("in");
     let cases: Vec<(&str, Vec<u8>, &str, Option<&str>)> = vec![
         (
@@ -273,9 +301,11 @@ fn bad_files_are_quarantined_and_the_rest_ingested() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn a_file_that_fails_late_leaves_nothing_behind() -> TestResult {
-    let env = Env::new()?;
+#[rstest]
+fn a_file_that_fails_late_leaves_nothing_behind(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
     let mut content = String::new();
     for i in 0..2_000 {
         content.push_str(&line(&format!("late-{i}"), |v| {
@@ -294,9 +324,11 @@ fn a_file_that_fails_late_leaves_nothing_behind() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn a_line_of_many_megabytes_is_rejected_with_its_reason() -> TestResult {
-    let env = Env::new()?;
+#[rstest]
+fn a_line_of_many_megabytes_is_rejected_with_its_reason(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
     let huge = line("huge", |v| {
         v["raw_payload_json"] = Value::from("x".repeat(3 * 1024 * 1024))
     });
@@ -313,9 +345,11 @@ fn a_line_of_many_megabytes_is_rejected_with_its_reason() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn text_output_reports_each_file_and_totals() -> TestResult {
-    let env = Env::new()?;
+#[rstest]
+fn text_output_reports_each_file_and_totals(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
     let good = env.file("good.ndjson", format!("{}\n", line("t-1", |_| ())))?;
     let bad = env.file("bad.ndjson", "{\n")?;
     let out = env.run(&["ingest", s(&good), s(&bad)])?;
@@ -340,7 +374,7 @@ fn text_output_reports_each_file_and_totals() -> TestResult {
 
 #[test]
 fn usage_errors_and_unusable_databases_exit_2() -> TestResult {
-    let env = Env::new()?;
+    let env = Env::new(Backend::DuckDb)?;
     let out = env.run(&["ingest", "--no-such-flag", "x"])?;
     assert_eq!(out.status.code(), Some(2));
     let out = env.run(&["ingest", s(&env.dir.path().join("missing.ndjson"))])?;
@@ -360,12 +394,29 @@ fn usage_errors_and_unusable_databases_exit_2() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A PostgreSQL server that is not there: exit 2, the password hidden.
+    let out = Command::new(BIN)
+        .args(["summary", "--database-url"])
+        .arg("postgres://scanner:hunter2@127.0.0.1:1/exposures")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cannot connect to PostgreSQL at postgres://scanner:***@127.0.0.1:1/exposures"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
     Ok(())
 }
 
-#[test]
-fn migrate_verbs_and_init_through_the_cli() -> TestResult {
-    let env = Env::new()?;
+#[rstest]
+fn migrate_verbs_and_init_through_the_cli(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
     let out = env.run(&["init"])?;
     assert!(out.status.success());
     let status = env.run(&["migrate", "status"])?;
@@ -415,10 +466,13 @@ fn migrate_verbs_and_init_through_the_cli() -> TestResult {
 
 /// A file that vanished before it was read, or cannot be read as a file,
 /// is quarantined as an I/O error; the run goes on.
+#[rstest]
 #[tokio::test]
-async fn unreadable_files_are_quarantined_as_io_errors() -> TestResult {
+async fn unreadable_files_are_quarantined_as_io_errors(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
     use exposure_store::ingest::{FileOutcome, Limits, ingest_file};
-    let t = crate::helpers::TestDb::new().await?;
+    let t = crate::helpers::TestDb::new(backend).await?;
     let repo = exposure_store::ExposureRepository::default();
     let gone = t.dir.path().join("gone.ndjson");
     let directory = t.dir.path().join("a-directory.ndjson");

@@ -1,6 +1,13 @@
-//! Test plumbing: a fresh migrated database per test, and event builders.
+//! Test plumbing: a fresh migrated database per test on either engine, and
+//! event builders.
+//!
+//! PostgreSQL tests run against the server named by `TEST_DATABASE_URL`,
+//! which `scripts/with-postgres` starts (on loopback, in a temporary
+//! directory) for the length of the suite; each test gets a database of
+//! its own on it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use exposure_store::Database;
@@ -10,21 +17,108 @@ use exposure_store::entity::{EventAction, Severity, Status};
 /// Test functions return this instead of unwrapping.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// A migrated database in its own temporary directory (removed on drop).
+/// The engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    DuckDb,
+    Postgres,
+}
+
+/// The test PostgreSQL server's URL.
+pub fn server_url() -> TestResult<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            "TEST_DATABASE_URL is not set: run the suite through scripts/with-postgres, \
+             which starts a throwaway PostgreSQL server"
+                .into()
+        })
+}
+
+/// `url` pointing at database `name` instead.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Creates an empty database on the test server; returns its URL.
+pub async fn postgres_database() -> TestResult<String> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let server = server_url()?;
+    let name = format!(
+        "test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    );
+    let mut options = sea_orm::ConnectOptions::new(&server);
+    options.max_connections(1).sqlx_logging(false);
+    let admin = sea_orm::Database::connect(options).await?;
+    // An identifier we generated (CREATE DATABASE takes no bound values).
+    sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {name}"))
+        .await?;
+    admin.close().await?;
+    Ok(with_database(&server, &name))
+}
+
+/// A migrated database of its own: a DuckDB file in a temporary directory
+/// (removed on drop), or a new database on the test PostgreSQL server.
 pub struct TestDb {
     pub db: Database,
+    /// The DuckDB file (in `dir`; unused on PostgreSQL).
     pub path: PathBuf,
+    /// The PostgreSQL URL (`None` on DuckDB).
+    pub url: Option<String>,
     pub dir: tempfile::TempDir,
 }
 
 impl TestDb {
-    pub async fn new() -> TestResult<Self> {
+    pub async fn new(backend: Backend) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("exposures.duckdb");
-        let db = Database::open(&path)?;
+        let (db, url) = match backend {
+            Backend::DuckDb => (Database::open(&path)?, None),
+            Backend::Postgres => {
+                let url = postgres_database().await?;
+                (Database::connect(&url).await?, Some(url))
+            }
+        };
         db.init().await?;
-        Ok(Self { db, path, dir })
+        Ok(Self { db, path, url, dir })
     }
+
+    /// A DuckDB test database (for what only DuckDB has: files, locks).
+    pub async fn duckdb() -> TestResult<Self> {
+        Self::new(Backend::DuckDb).await
+    }
+
+    /// The CLI's options selecting this database.
+    pub fn cli_args(&self) -> Vec<String> {
+        match &self.url {
+            Some(url) => vec!["--database-url".to_owned(), url.clone()],
+            None => vec!["--db".to_owned(), self.path.display().to_string()],
+        }
+    }
+}
+
+/// Opens a test database again (after a CLI process used it).
+pub async fn reopen(path: &std::path::Path, url: Option<&str>) -> TestResult<Database> {
+    Ok(match url {
+        Some(url) => Database::connect(url).await?,
+        None => Database::open(path)?,
+    })
 }
 
 pub fn ts(rfc3339: &str) -> DateTime<Utc> {

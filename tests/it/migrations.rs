@@ -6,15 +6,20 @@ use exposure_store::migration::commands::{MigrateCommand, MigrationState};
 use exposure_store::{Database, Error};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait};
 
-use crate::helpers::{TestDb, TestResult, event};
+use rstest::rstest;
+
+use crate::helpers::{Backend, TestDb, TestResult, event};
 
 fn applied(states: &[MigrationState]) -> usize {
     states.iter().filter(|s| s.applied).count()
 }
 
+#[rstest]
 #[tokio::test]
-async fn init_is_idempotent_and_keeps_data() -> TestResult {
-    let t = TestDb::new().await?;
+async fn init_is_idempotent_and_keeps_data(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     event("kept", "2025-01-01T00:00:00Z")
         .into_active_model()
         .insert(&t.db)
@@ -146,12 +151,12 @@ async fn a_hand_made_database_is_adopted() -> TestResult {
 
 #[tokio::test]
 async fn a_plain_duckdb_client_can_read_the_database() -> TestResult {
-    let t = TestDb::new().await?;
+    let t = TestDb::duckdb().await?;
     event("plain", "2025-01-01T00:00:00Z")
         .into_active_model()
         .insert(&t.db)
         .await?;
-    let TestDb { db, path, dir } = t;
+    let TestDb { db, path, dir, .. } = t;
     drop(db);
     let conn = duckdb::Connection::open(&path)?;
     let (id, sev): (String, String) = conn.query_row(

@@ -11,10 +11,12 @@ use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
 use exposure_store::generate::{GenerateOptions, generate};
 use exposure_store::ingest::{Limits, NdjsonReader};
-use exposure_store::{Database, ExposureEvent, ExposureRepository};
+use exposure_store::{Database, ExposureEvent, ExposureRepository, MAX_ID_BYTES, retry_conflicts};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
-use crate::helpers::{TestDb, TestResult, input};
+use rstest::rstest;
+
+use crate::helpers::{Backend, TestDb, TestResult, input};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
 
@@ -162,9 +164,14 @@ async fn sigkill_at_random_moments_never_leaves_a_partial_file() -> TestResult {
 }
 
 /// Many tasks ingest overlapping event sets through one handle at once:
-/// the result equals a sequential ingest of the same events.
+/// the result equals a sequential ingest of the same events. (On
+/// PostgreSQL they really run at the same time, and a deadlock between two
+/// of them is retried.)
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_overlapping_ingests_equal_a_sequential_one() -> TestResult {
+async fn concurrent_overlapping_ingests_equal_a_sequential_one(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
     let mut all = Vec::new();
     generate(
         GenerateOptions {
@@ -176,7 +183,7 @@ async fn concurrent_overlapping_ingests_equal_a_sequential_one() -> TestResult {
         &mut all,
     )?;
     let events = read_all(all.as_slice())?;
-    let concurrent = TestDb::new().await?;
+    let concurrent = TestDb::new(backend).await?;
     let tasks: Vec<_> = (0..24)
         .map(|task| {
             let db = concurrent.db.clone();
@@ -185,8 +192,10 @@ async fn concurrent_overlapping_ingests_equal_a_sequential_one() -> TestResult {
                 events.iter().skip(task * 100).take(800).cloned().collect();
             tokio::spawn(async move {
                 let repo = ExposureRepository::with_chunk_size(97);
-                db.write_transaction(async |s| repo.ingest_events(s, &slice).await)
-                    .await
+                retry_conflicts(|| {
+                    db.write_transaction(async |s| repo.ingest_events(s, &slice).await)
+                })
+                .await
             })
         })
         .collect();
@@ -199,7 +208,7 @@ async fn concurrent_overlapping_ingests_equal_a_sequential_one() -> TestResult {
         "each event is inserted by exactly one task"
     );
 
-    let sequential = TestDb::new().await?;
+    let sequential = TestDb::duckdb().await?;
     crate::helpers::ingest(&sequential.db, 97, &events).await?;
     let (a_events, a_current) = snapshot(&concurrent.db).await?;
     let (b_events, b_current) = snapshot(&sequential.db).await?;
@@ -223,7 +232,7 @@ fn read_all(bytes: &[u8]) -> TestResult<Vec<ExposureEvent>> {
 /// fast, names the file and the lock, exits 2, and changes nothing.
 #[tokio::test]
 async fn a_second_process_is_refused_with_a_clear_message() -> TestResult {
-    let t = TestDb::new().await?;
+    let t = TestDb::duckdb().await?;
     crate::helpers::ingest(
         &t.db,
         10,
@@ -268,27 +277,34 @@ fn nested(depth: usize) -> serde_json::Value {
 }
 
 /// Quotes, SQL, backslashes, unicode, long strings and deep or large JSON
-/// come back exactly, through a file and the CLI, and through queries.
+/// come back exactly, through a file and the CLI, and through queries. A
+/// NUL character, which PostgreSQL cannot store, is refused on both engines
+/// with the field named.
+#[rstest]
 #[tokio::test]
-async fn hostile_values_round_trip_exactly() -> TestResult {
+async fn hostile_values_round_trip_exactly(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
     let hostile = [
         "it's \"quoted\"",
         "'; DROP TABLE exposure_events; --",
         r"back\slash \\ \n not a newline",
         "emoji 😀🔥 rtl \u{200f}שלום\u{200e} combining e\u{301}\u{302} zero\u{200b}width",
-        "\u{0}nul and \u{7f} del",
+        "\u{7f} del and \u{1} soh",
     ];
     let long = "x".repeat(1 << 20);
     let mut events = Vec::new();
     for (i, text) in hostile.iter().chain([&long.as_str()]).enumerate() {
+        // Identifiers are indexed, so at most MAX_ID_BYTES long (ASCII here).
+        let id = &text[..text.len().min(MAX_ID_BYTES - 8)];
         let mut e = input(
-            &format!("{text}-{i}"),
+            &format!("{id}-{i}"),
             "2025-01-01T00:00:00Z",
-            text,
-            &format!("{text}#{i}"),
+            id,
+            &format!("{id}#{i}"),
         );
         e.hostname = Some((*text).to_owned());
-        e.exposure_class = (*text).to_owned();
+        e.exposure_class = id.to_owned();
         e.service_version = Some(format!("{text}{text}"));
         e.raw_payload_json = Some(serde_json::json!({ "text": text, "list": [text, 1, null] }));
         events.push(e);
@@ -303,7 +319,7 @@ async fn hostile_values_round_trip_exactly() -> TestResult {
     );
     events.push(large);
 
-    let t = TestDb::new().await?;
+    let t = TestDb::new(backend).await?;
     let file = t.dir.path().join("hostile.ndjson");
     let mut ndjson = String::new();
     for e in &events {
@@ -311,18 +327,48 @@ async fn hostile_values_round_trip_exactly() -> TestResult {
         ndjson.push('\n');
     }
     std::fs::write(&file, ndjson)?;
+    let mut nul_in_text = input("nul-text", "2025-01-01T00:00:00Z", "o", "nul");
+    nul_in_text.hostname = Some("host\u{0}name".to_owned());
+    let mut nul_in_json = input("nul-json", "2025-01-01T00:00:00Z", "o", "nul");
+    nul_in_json.raw_payload_json = Some(serde_json::json!({ "nul": ["a\u{0}b"] }));
+    let long_id = input("long-id", "2025-01-01T00:00:00Z", &long, "x");
+    let rejected = [
+        ("nul-text.ndjson", nul_in_text),
+        ("nul-json.ndjson", nul_in_json),
+        ("long-id.ndjson", long_id),
+    ]
+    .into_iter()
+    .map(|(name, e)| {
+        let path = t.dir.path().join(name);
+        std::fs::write(&path, serde_json::to_string(&e)?)?;
+        Ok(path)
+    })
+    .collect::<TestResult<Vec<_>>>()?;
+    // The CLI is another process: on DuckDB this one lets go of the file.
+    let args = t.cli_args();
     drop(t.db);
     let out = Command::new(BIN)
-        .args(["--db", t.path.to_str().unwrap_or_default(), "ingest"])
+        .args(args)
+        .args(["ingest", "--json"])
         .arg(&file)
+        .args(&rejected)
         .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(report["files_ingested"], 1, "{report}");
+    assert_eq!(
+        report["files"][1]["rejection"]["details"]["field"],
+        "hostname"
+    );
+    assert_eq!(
+        report["files"][2]["rejection"]["details"]["field"],
+        "raw_payload_json"
+    );
+    assert_eq!(
+        report["files"][3]["rejection"]["details"]["field"],
+        "office_id"
     );
 
-    let db = Database::open(&t.path)?;
+    let db = crate::helpers::reopen(&t.path, t.url.as_deref()).await?;
     let stored: BTreeMap<String, exposure_event::Model> = ExposureEvents::find()
         .all(&db)
         .await?

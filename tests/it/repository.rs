@@ -6,7 +6,9 @@ use exposure_store::repository::{ExposureFilter, Page, QuarantineRecord};
 use exposure_store::{Error, ExposureEvent, ExposureRepository, IngestStats};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
-use crate::helpers::{TestDb, TestResult, ingest, input, ts};
+use rstest::rstest;
+
+use crate::helpers::{Backend, TestDb, TestResult, ingest, input, ts};
 
 async fn current(t: &TestDb, office: &str, exposure: &str) -> TestResult<exposure_current::Model> {
     Ok(
@@ -31,9 +33,12 @@ fn stats(
     }
 }
 
+#[rstest]
 #[tokio::test]
-async fn ingesting_the_same_events_twice_changes_nothing_the_second_time() -> TestResult {
-    let t = TestDb::new().await?;
+async fn ingesting_the_same_events_twice_changes_nothing_the_second_time(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let events: Vec<ExposureEvent> = (0..10)
         .map(|i| {
             input(
@@ -67,9 +72,12 @@ async fn ingesting_the_same_events_twice_changes_nothing_the_second_time() -> Te
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_repeated_event_id_is_skipped_and_does_not_touch_the_current_state() -> TestResult {
-    let t = TestDb::new().await?;
+async fn a_repeated_event_id_is_skipped_and_does_not_touch_the_current_state(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let first = input("same-id", "2025-01-01T00:00:00Z", "o1", "x1");
     let mut imposter = input("same-id", "2025-06-01T00:00:00Z", "o1", "x1");
     imposter.status = Status::Closed;
@@ -92,9 +100,12 @@ async fn a_repeated_event_id_is_skipped_and_does_not_touch_the_current_state() -
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn first_seen_and_last_seen_never_move_the_wrong_way() -> TestResult {
-    let t = TestDb::new().await?;
+async fn first_seen_and_last_seen_never_move_the_wrong_way(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     ingest(&t.db, 10, &[input("b", "2025-01-10T00:00:00Z", "o1", "x1")]).await?;
     ingest(
         &t.db,
@@ -115,9 +126,12 @@ async fn first_seen_and_last_seen_never_move_the_wrong_way() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_late_file_does_not_reopen_a_closed_exposure() -> TestResult {
-    let t = TestDb::new().await?;
+async fn a_late_file_does_not_reopen_a_closed_exposure(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let opened = input("1", "2025-01-01T00:00:00Z", "o1", "x1");
     let mut closed = input("3", "2025-01-03T00:00:00Z", "o1", "x1");
     closed.status = Status::Closed;
@@ -148,9 +162,12 @@ async fn a_late_file_does_not_reopen_a_closed_exposure() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn optional_fields_are_coalesce_preserved() -> TestResult {
-    let t = TestDb::new().await?;
+async fn optional_fields_are_coalesce_preserved(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let mut e1 = input("1", "2025-01-01T00:00:00Z", "o1", "x1");
     e1.hostname = Some("h1".to_owned());
     e1.service_version = None;
@@ -220,9 +237,12 @@ fn without_details(mut e: ExposureEvent) -> ExposureEvent {
     e
 }
 
+#[rstest]
 #[tokio::test]
-async fn each_key_counts_once_per_call_whatever_the_chunking() -> TestResult {
-    let t = TestDb::new().await?;
+async fn each_key_counts_once_per_call_whatever_the_chunking(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     ingest(
         &t.db,
         10,
@@ -247,7 +267,7 @@ async fn each_key_counts_once_per_call_whatever_the_chunking() -> TestResult {
         })
         .collect();
     for chunk_size in [1, 2, 5, 500] {
-        let t2 = TestDb::new().await?;
+        let t2 = TestDb::new(backend).await?;
         ingest(
             &t2.db,
             10,
@@ -264,9 +284,12 @@ async fn each_key_counts_once_per_call_whatever_the_chunking() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn the_newest_event_wins_ties_go_to_the_later_one_in_input_order() -> TestResult {
-    let t = TestDb::new().await?;
+async fn the_newest_event_wins_ties_go_to_the_later_one_in_input_order(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let mut a = input("a", "2025-01-01T00:00:00Z", "o1", "x1");
     a.status = Status::Mitigated;
     let mut b = input("b", "2025-01-01T00:00:00Z", "o1", "x1");
@@ -278,9 +301,12 @@ async fn the_newest_event_wins_ties_go_to_the_later_one_in_input_order() -> Test
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn an_error_anywhere_leaves_both_tables_as_they_were() -> TestResult {
-    let t = TestDb::new().await?;
+async fn an_error_anywhere_leaves_both_tables_as_they_were(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     ingest(
         &t.db,
         10,
@@ -312,9 +338,12 @@ async fn an_error_anywhere_leaves_both_tables_as_they_were() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn repository_parts_work_on_their_own() -> TestResult {
-    let t = TestDb::new().await?;
+async fn repository_parts_work_on_their_own(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let repo = ExposureRepository::with_chunk_size(2);
     let events = vec![
         input("a", "2025-01-01T00:00:00Z", "o1", "x1"),
@@ -345,9 +374,12 @@ async fn repository_parts_work_on_their_own() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn dashboard_queries_filter_order_paginate_and_count() -> TestResult {
-    let t = TestDb::new().await?;
+async fn dashboard_queries_filter_order_paginate_and_count(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let mut events = Vec::new();
     for i in 0..30_u32 {
         let mut e = input(
@@ -461,9 +493,12 @@ async fn dashboard_queries_filter_order_paginate_and_count() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn quarantine_records_and_lists_files() -> TestResult {
-    let t = TestDb::new().await?;
+async fn quarantine_records_and_lists_files(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let repo = ExposureRepository::default();
     for (name, kind) in [("a.ndjson", "invalid_json"), ("b.ndjson", "io_error")] {
         repo.quarantine_file(
@@ -500,9 +535,12 @@ fn stats_add_up_across_calls() {
     assert_eq!(stats(1, 1, 1, 1) + stats(1, 0, 0, 1), stats(2, 1, 1, 2));
 }
 
+#[rstest]
 #[tokio::test]
-async fn an_ingestion_dropped_without_finish_cannot_be_committed() -> TestResult {
-    let t = TestDb::new().await?;
+async fn an_ingestion_dropped_without_finish_cannot_be_committed(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let repo = ExposureRepository::default();
     let events = [input("a", "2025-01-01T00:00:00Z", "o1", "x1")];
     let result =

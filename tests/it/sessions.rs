@@ -7,15 +7,20 @@ use exposure_store::entity::prelude::*;
 use exposure_store::{Database, Error};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait};
 
-use crate::helpers::{TestDb, TestResult, event};
+use rstest::rstest;
+
+use crate::helpers::{Backend, TestDb, TestResult, event};
 
 async fn count(db: &Database) -> TestResult<u64> {
     Ok(ExposureEvents::find().count(db).await?)
 }
 
+#[rstest]
 #[tokio::test]
-async fn commits_when_the_work_returns_ok() -> TestResult {
-    let t = TestDb::new().await?;
+async fn commits_when_the_work_returns_ok(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let seen_inside =
         t.db.transaction(async |s| -> Result<u64, Error> {
             event("a", "2025-01-01T00:00:00Z")
@@ -34,9 +39,12 @@ async fn commits_when_the_work_returns_ok() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn rolls_back_when_the_work_returns_err() -> TestResult {
-    let t = TestDb::new().await?;
+async fn rolls_back_when_the_work_returns_err(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let result =
         t.db.transaction(async |s| -> Result<(), Error> {
             event("a", "2025-01-01T00:00:00Z")
@@ -51,9 +59,12 @@ async fn rolls_back_when_the_work_returns_err() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn rolls_back_when_the_work_panics() -> TestResult {
-    let t = TestDb::new().await?;
+async fn rolls_back_when_the_work_panics(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let db = t.db.clone();
     let task = tokio::spawn(async move {
         db.transaction(async |s| -> Result<(), Error> {
@@ -77,9 +88,12 @@ async fn rolls_back_when_the_work_panics() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn rolls_back_when_the_future_is_dropped() -> TestResult {
-    let t = TestDb::new().await?;
+async fn rolls_back_when_the_future_is_dropped(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let work = t.db.transaction(async |s| -> Result<(), Error> {
         event("a", "2025-01-01T00:00:00Z")
             .into_active_model()
@@ -98,9 +112,12 @@ async fn rolls_back_when_the_future_is_dropped() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_unit_of_work_with_a_failed_statement_is_never_committed() -> TestResult {
-    let t = TestDb::new().await?;
+async fn a_unit_of_work_with_a_failed_statement_is_never_committed(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let result =
         t.db.transaction(async |s| -> Result<(), Error> {
             event("kept?", "2025-01-01T00:00:00Z")
@@ -123,7 +140,7 @@ async fn a_unit_of_work_with_a_failed_statement_is_never_committed() -> TestResu
 
 #[tokio::test]
 async fn a_failed_commit_is_an_error_to_the_caller() -> TestResult {
-    let t = TestDb::new().await?;
+    let t = TestDb::duckdb().await?;
     // Two units of work insert the same new key; the second to commit loses.
     let first = t.db.begin().await?;
     event("contested", "2025-01-01T00:00:00Z")
@@ -146,9 +163,12 @@ async fn a_failed_commit_is_an_error_to_the_caller() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_units_of_work_never_share_a_transaction() -> TestResult {
-    let t = TestDb::new().await?;
+async fn concurrent_units_of_work_never_share_a_transaction(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let t = TestDb::new(backend).await?;
     let tasks: Vec<_> = (0..48)
         .map(|task| {
             let db = t.db.clone();
@@ -193,7 +213,7 @@ async fn concurrent_units_of_work_never_share_a_transaction() -> TestResult {
 
 #[tokio::test]
 async fn the_same_file_opened_twice_is_one_instance() -> TestResult {
-    let t = TestDb::new().await?;
+    let t = TestDb::duckdb().await?;
     // Another spelling of the same path.
     let dotted = t.dir.path().join(".").join("exposures.duckdb");
     let again = Database::open(&dotted)?;

@@ -1,6 +1,7 @@
 //! Property tests: random event sequences against an in-memory model of the
-//! repository's rules.
+//! repository's rules, on both engines.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
@@ -8,8 +9,11 @@ use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
 use exposure_store::{Database, ExposureEvent, ExposureRepository, IngestStats};
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
-use sea_orm::{EntityTrait, QueryOrder};
+use proptest::test_runner::{TestCaseError, TestRunner};
+use rstest::rstest;
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+
+use crate::helpers::{Backend, TestResult};
 
 type Key = (String, String);
 
@@ -189,21 +193,76 @@ prop_compose! {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, TestCaseError> {
-    tokio::runtime::Builder::new_current_thread()
+fn runtime() -> TestResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| TestCaseError::fail(e.to_string()))
+        .build()?)
 }
 
 fn fail(e: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(e.to_string())
 }
 
-async fn fresh_db() -> Result<Database, TestCaseError> {
-    let db = Database::open_in_memory().map_err(fail)?;
-    db.init().await.map_err(fail)?;
-    Ok(db)
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 64,
+        // Where failing cases are recorded (tests/proptest-regressions/).
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    }
+}
+
+/// Runs `test` on generated values, failing the Rust test with the
+/// minimal failing input.
+fn check<S: Strategy>(
+    strategy: &S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) -> TestResult
+where
+    S::Value: std::fmt::Debug,
+{
+    TestRunner::new(config())
+        .run(strategy, test)
+        .map_err(|e| e.to_string().into())
+}
+
+/// An empty migrated database per case: a new in-memory DuckDB, or one
+/// PostgreSQL database per slot for the whole test, emptied between cases
+/// (creating a database per case would dominate the run time).
+struct Scratch {
+    backend: Backend,
+    postgres: RefCell<Vec<Database>>,
+}
+
+impl Scratch {
+    fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            postgres: RefCell::new(Vec::new()),
+        }
+    }
+
+    async fn db(&self, slot: usize) -> Result<Database, TestCaseError> {
+        if self.backend == Backend::DuckDb {
+            let db = Database::open_in_memory().map_err(fail)?;
+            db.init().await.map_err(fail)?;
+            return Ok(db);
+        }
+        let existing = self.postgres.borrow().get(slot).cloned();
+        if let Some(db) = existing {
+            db.execute_unprepared(
+                "TRUNCATE exposure_events, exposures_current, quarantined_files RESTART IDENTITY",
+            )
+            .await
+            .map_err(fail)?;
+            return Ok(db);
+        }
+        let url = crate::helpers::postgres_database().await.map_err(fail)?;
+        let db = Database::connect(&url).await.map_err(fail)?;
+        db.init().await.map_err(fail)?;
+        self.postgres.borrow_mut().push(db.clone());
+        Ok(db)
+    }
 }
 
 async fn ingest(
@@ -234,19 +293,18 @@ async fn tables(
     Ok((events, current))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    /// Both tables equal the model, and so do the stats of every call,
-    /// whatever the chunk size.
-    #[test]
-    fn ingest_matches_the_model(
-        calls in prop::collection::vec(prop::collection::vec(arb_event(24, 6), 0..24), 1..4),
-        chunk in 1_usize..9,
-    ) {
-        let rt = runtime()?;
+/// Both tables equal the model, and so do the stats of every call,
+/// whatever the chunk size.
+#[rstest]
+fn ingest_matches_the_model(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let rt = runtime()?;
+    let scratch = Scratch::new(backend);
+    let calls = prop::collection::vec(prop::collection::vec(arb_event(24, 6), 0..24), 1..4);
+    check(&(calls, 1_usize..9), |(calls, chunk)| {
         rt.block_on(async {
-            let db = fresh_db().await?;
+            let db = scratch.db(0).await?;
             let mut model = Model::default();
             for call in &calls {
                 let expected = model.ingest(call);
@@ -259,46 +317,63 @@ proptest! {
             prop_assert_eq!(events, expected_events);
             prop_assert_eq!(current, expected_current);
             Ok(())
-        })?;
-    }
+        })
+    })
+}
 
-    /// Any order of the same events gives the same first_seen, last_seen,
-    /// status, severity, event_action and risk_score for every key.
-    #[test]
-    fn ingest_order_does_not_change_the_latest_state(
-        (events, shuffled) in prop::collection::vec(arb_event(1, 1), 1..40).prop_flat_map(|mut events| {
-            // Unique ids, and unique timestamps so "newest" is unambiguous.
-            for (i, e) in events.iter_mut().enumerate() {
-                e.event_id = format!("ev-{i}");
-                e.timestamp = base_time() + Duration::seconds(i64::try_from(i).unwrap_or(0) * 7919 % 1009);
-            }
-            let shuffled = Just(events.clone()).prop_shuffle();
-            (Just(events), shuffled)
-        }),
-        chunk_a in 1_usize..6,
-        chunk_b in 1_usize..6,
-        split in 0_usize..40,
-    ) {
-        let rt = runtime()?;
-        rt.block_on(async {
-            let a = fresh_db().await?;
-            ingest(&a, chunk_a, &events).await?;
-            // The permutation arrives as two files.
-            let b = fresh_db().await?;
-            let split = split.min(shuffled.len());
-            ingest(&b, chunk_b, &shuffled[..split]).await?;
-            ingest(&b, chunk_b, &shuffled[split..]).await?;
-            let latest = |rows: Vec<exposure_current::Model>| -> Vec<_> {
-                rows.into_iter()
-                    .map(|r| (r.office_id, r.exposure_id, r.first_seen, r.last_seen, r.status, r.severity, r.event_action, r.risk_score.to_bits()))
-                    .collect()
-            };
-            let (_, ca) = tables(&a).await?;
-            let (_, cb) = tables(&b).await?;
-            prop_assert_eq!(latest(ca), latest(cb));
-            Ok(())
-        })?;
-    }
+/// Any order of the same events gives the same first_seen, last_seen,
+/// status, severity, event_action and risk_score for every key.
+#[rstest]
+fn ingest_order_does_not_change_the_latest_state(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let rt = runtime()?;
+    let scratch = Scratch::new(backend);
+    let permutations = prop::collection::vec(arb_event(1, 1), 1..40).prop_flat_map(|mut events| {
+        // Unique ids, and unique timestamps so "newest" is unambiguous.
+        for (i, e) in events.iter_mut().enumerate() {
+            e.event_id = format!("ev-{i}");
+            e.timestamp =
+                base_time() + Duration::seconds(i64::try_from(i).unwrap_or(0) * 7919 % 1009);
+        }
+        let shuffled = Just(events.clone()).prop_shuffle();
+        (Just(events), shuffled)
+    });
+    let strategy = (permutations, 1_usize..6, 1_usize..6, 0_usize..40);
+    check(
+        &strategy,
+        |((events, shuffled), chunk_a, chunk_b, split)| {
+            rt.block_on(async {
+                let a = scratch.db(0).await?;
+                ingest(&a, chunk_a, &events).await?;
+                // The permutation arrives as two files.
+                let b = scratch.db(1).await?;
+                let split = split.min(shuffled.len());
+                ingest(&b, chunk_b, &shuffled[..split]).await?;
+                ingest(&b, chunk_b, &shuffled[split..]).await?;
+                let latest = |rows: Vec<exposure_current::Model>| -> Vec<_> {
+                    rows.into_iter()
+                        .map(|r| {
+                            (
+                                r.office_id,
+                                r.exposure_id,
+                                r.first_seen,
+                                r.last_seen,
+                                r.status,
+                                r.severity,
+                                r.event_action,
+                                r.risk_score.to_bits(),
+                            )
+                        })
+                        .collect()
+                };
+                let (_, ca) = tables(&a).await?;
+                let (_, cb) = tables(&b).await?;
+                prop_assert_eq!(latest(ca), latest(cb));
+                Ok(())
+            })
+        },
+    )
 }
 
 #[test]

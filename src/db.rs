@@ -25,8 +25,8 @@ use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
 pub use migration::commands::Engine;
 use migration::commands::{MigrateCommand, MigrationState};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    ExecResult, QueryResult, Statement, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, TransactionTrait,
 };
 
 use crate::config::{Config, redact_url};
@@ -169,11 +169,7 @@ impl Database {
     /// [`Error::Connect`] when the server cannot be reached or refuses the
     /// login; the error shows the URL without its password.
     pub async fn connect(url: &str) -> Result<Self> {
-        let mut options = ConnectOptions::new(url);
-        options
-            .max_connections(POSTGRES_POOL_SIZE)
-            .sqlx_logging(false);
-        let pool = sea_orm::Database::connect(options)
+        let pool = migration::commands::connect_postgres(url, POSTGRES_POOL_SIZE)
             .await
             .map_err(|e| Error::Connect {
                 url: redact_url(url),

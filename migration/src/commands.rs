@@ -7,9 +7,11 @@
 //! one). The verbs and their meaning are the same as upstream's.
 
 use sea_orm_migration::MigratorTrait;
+use std::time::Duration;
+
 use sea_orm_migration::sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    Statement, TransactionTrait,
 };
 
 use crate::Migrator;
@@ -133,12 +135,7 @@ pub async fn run_on_postgres(
     url: &str,
     command: MigrateCommand,
 ) -> Result<Vec<MigrationState>, DbErr> {
-    let mut options = ConnectOptions::new(url);
-    options
-        .max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await?;
+    let db = connect_postgres(url, 1).await?;
     let lock = |function: &str| {
         Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -155,6 +152,36 @@ pub async fn run_on_postgres(
     let states = result?;
     unlocked?;
     Ok(states)
+}
+
+/// How long connecting to a PostgreSQL server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects a pool of at most `max_connections` to the PostgreSQL server at
+/// `url`.
+///
+/// One connection is made first on its own, so that a server that is down
+/// or refuses the login is reported at once with the driver's reason (a
+/// pool would retry a refused connection for half a minute before giving
+/// up with a timeout).
+///
+/// # Errors
+/// [`DbErr::Conn`] when the server cannot be reached within 10 s or
+/// refuses the connection.
+pub async fn connect_postgres(
+    url: &str,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    use sea_orm_migration::sea_orm::sqlx::{self, Connection};
+    let conn_err = |reason: String| DbErr::Conn(RuntimeErr::Internal(reason));
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect(url))
+        .await
+        .map_err(|_| conn_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| conn_err(e.to_string()))?;
+    probe.close().await.map_err(|e| conn_err(e.to_string()))?;
+    let mut options = ConnectOptions::new(url);
+    options.max_connections(max_connections).sqlx_logging(false);
+    Database::connect(options).await
 }
 
 /// Renders migration states as the lines `status` prints.

@@ -1,6 +1,8 @@
-//! The migration binary against DuckDB at `DB_PATH`, every verb.
+//! The migration binary, every verb: against DuckDB at `DB_PATH`, and
+//! against PostgreSQL at `DATABASE_URL` (the server `scripts/with-postgres`
+//! starts; its URL comes in `TEST_DATABASE_URL`).
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_migration");
 
@@ -52,5 +54,91 @@ fn every_verb_on_a_fresh_duckdb_file() -> Result<(), Box<dyn std::error::Error>>
         |row| row.get(0),
     )?;
     assert_eq!(tables, 3);
+    Ok(())
+}
+
+/// A new, empty database on the test PostgreSQL server; its URL.
+fn postgres_database(name: &str) -> Result<String, Box<dyn std::error::Error>> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Database};
+    let server = std::env::var("TEST_DATABASE_URL")
+        .map_err(|_| "TEST_DATABASE_URL is not set: run the suite through scripts/with-postgres")?;
+    let name = format!("{name}_{}", std::process::id());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let admin = Database::connect(&server).await?;
+            // An identifier made here (CREATE DATABASE takes no bound values).
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await?;
+            admin.close().await
+        })?;
+    let base = server
+        .rsplit_once('/')
+        .map_or(server.as_str(), |(base, _)| base);
+    Ok(format!("{base}/{name}"))
+}
+
+fn run_on(
+    url: &str,
+    args: &[&str],
+) -> Result<(Option<i32>, String, String), Box<dyn std::error::Error>> {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("DB_PATH", "/nonexistent/never-used.duckdb")
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+#[test]
+fn every_verb_on_postgres_and_concurrent_runs_take_turns() -> Result<(), Box<dyn std::error::Error>>
+{
+    let url = postgres_database("migration_cli")?;
+    // Four processes migrate the empty database at once: the advisory lock
+    // makes them take turns, and all succeed.
+    let racers = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .arg("up")
+                .env("DATABASE_URL", &url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for racer in racers {
+        let out = racer.wait_with_output()?;
+        let stdout = String::from_utf8(out.stdout)?;
+        assert!(
+            out.status.success() && count(&stdout, "applied") == 3,
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (args, applied) in [
+        (&["down", "-n", "2"][..], 1),
+        (&["status"][..], 1),
+        (&["up"][..], 3),
+        (&["fresh"][..], 3),
+        (&["refresh"][..], 3),
+        (&["reset"][..], 0),
+        (&[][..], 3),
+    ] {
+        let (code, out, err) = run_on(&url, args)?;
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert_eq!(count(&out, "applied"), applied, "{args:?}: {out}");
+    }
+    assert!(!std::path::Path::new("/nonexistent").exists());
+
+    // No server there: exit 2, and the message says so.
+    let (code, _, err) = run_on("postgres://postgres@127.0.0.1:1/none", &["status"])?;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
     Ok(())
 }

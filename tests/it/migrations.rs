@@ -1,10 +1,14 @@
-//! Migrations: idempotent, concurrent-safe, adopt hand-made databases, and
-//! every verb works on DuckDB.
+//! Migrations: idempotent, concurrent-safe, every verb works on both
+//! engines, the PostgreSQL schema has the intended types, and DuckDB adopts
+//! hand-made databases.
 
 use exposure_store::entity::prelude::*;
 use exposure_store::migration::commands::{MigrateCommand, MigrationState};
 use exposure_store::{Database, Error};
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait,
+    Statement,
+};
 
 use rstest::rstest;
 
@@ -34,15 +38,27 @@ async fn init_is_idempotent_and_keeps_data(
     Ok(())
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_init_is_safe() -> TestResult {
+async fn concurrent_init_is_safe(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("exposures.duckdb");
+    let url = match backend {
+        Backend::DuckDb => None,
+        Backend::Postgres => Some(crate::helpers::postgres_database().await?),
+    };
+    // Separate handles (on PostgreSQL, separate pools: as separate
+    // processes would be).
     let tasks: Vec<_> = (0..16)
         .map(|_| {
-            let path = path.clone();
+            let (path, url) = (path.clone(), url.clone());
             tokio::spawn(async move {
-                let db = Database::open(&path)?;
+                let db = match url {
+                    Some(url) => Database::connect(&url).await?,
+                    None => Database::open(&path)?,
+                };
                 db.init().await?;
                 Ok::<_, Error>(db)
             })
@@ -57,10 +73,16 @@ async fn concurrent_init_is_safe() -> TestResult {
     Ok(())
 }
 
+#[rstest]
 #[tokio::test]
-async fn every_verb_works_on_duckdb() -> TestResult {
+async fn every_verb_works(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
     let dir = tempfile::tempdir()?;
-    let db = Database::open(dir.path().join("verbs.duckdb"))?;
+    let db = match backend {
+        Backend::DuckDb => Database::open(dir.path().join("verbs.duckdb"))?,
+        Backend::Postgres => Database::connect(&crate::helpers::postgres_database().await?).await?,
+    };
 
     let states = db.migrate(MigrateCommand::Up { num: Some(1) }).await?;
     assert_eq!(applied(&states), 1);
@@ -146,6 +168,63 @@ async fn a_hand_made_database_is_adopted() -> TestResult {
         0,
         "missing tables were created"
     );
+    Ok(())
+}
+
+/// The same migrations give PostgreSQL its native types: `timestamptz`,
+/// `json`, `double precision`, and the CHECK constraints of the closed
+/// vocabularies.
+#[tokio::test]
+async fn the_postgres_schema_has_the_intended_types() -> TestResult {
+    let t = TestDb::new(Backend::Postgres).await?;
+    let types: Vec<(String, String, String)> =
+        t.db.query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT table_name::text, column_name::text, data_type::text \
+             FROM information_schema.columns WHERE table_schema = current_schema() \
+             AND column_name IN ('timestamp', 'first_seen', 'raw_payload_json', \
+             'error_details_json', 'risk_score', 'dst_port', 'id') \
+             ORDER BY 1, 2",
+        ))
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("", "table_name")?,
+                r.try_get("", "column_name")?,
+                r.try_get("", "data_type")?,
+            ))
+        })
+        .collect::<Result<_, sea_orm::DbErr>>()?;
+    let expect = |t: &str, c: &str, d: &str| (t.to_owned(), c.to_owned(), d.to_owned());
+    assert_eq!(
+        types,
+        vec![
+            expect("exposure_events", "dst_port", "integer"),
+            expect("exposure_events", "raw_payload_json", "json"),
+            expect("exposure_events", "risk_score", "double precision"),
+            expect("exposure_events", "timestamp", "timestamp with time zone"),
+            expect("exposures_current", "dst_port", "integer"),
+            expect(
+                "exposures_current",
+                "first_seen",
+                "timestamp with time zone"
+            ),
+            expect("exposures_current", "risk_score", "double precision"),
+            expect("quarantined_files", "error_details_json", "json"),
+            expect("quarantined_files", "id", "bigint"),
+        ]
+    );
+    let checks =
+        t.db.query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM information_schema.check_constraints \
+             WHERE constraint_schema = current_schema() AND constraint_name NOT LIKE '%_not_null'",
+        ))
+        .await?
+        .ok_or("no count")?
+        .try_get::<i64>("", "n")?;
+    assert!(checks >= 6, "only {checks} CHECK constraints");
     Ok(())
 }
 

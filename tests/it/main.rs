@@ -1,7 +1,11 @@
-//! Integration tests: one binary, each test on its own DuckDB file in a
-//! temporary directory, created through the real migrations.
+//! Integration tests: one binary; each test on its own DuckDB file in a
+//! temporary directory, or its own database on the PostgreSQL server that
+//! `scripts/with-postgres` starts, created through the real migrations.
+//! Most tests run once per engine (`backend_1_Backend__DuckDb`,
+//! `backend_2_Backend__Postgres`).
 
 mod cli;
+mod cross_backend;
 mod fuzz;
 mod helpers;
 mod migrations;

@@ -10,16 +10,21 @@
 //! 3. growth: a second file of the same shape ingested into the database of
 //!    (1), which already holds its events;
 //! 4. dashboard reads on the result: `summary` and a filtered `exposures`
-//!    query, median of repeated runs.
+//!    query, median of repeated runs;
+//! 5. on PostgreSQL, when a server is given: (1) and (3) into a new
+//!    database, then a third file split in four, ingested by four processes
+//!    at once, and the dashboard reads.
 //!
 //! Settings (environment): `BENCH_EVENTS` (1,000,000), `BENCH_EXPOSURES`
 //! (100,000), `BENCH_OFFICES` (20), `BENCH_MEMORY_LIMIT` (DuckDB memory limit
 //! for (1)-(3); default: DuckDB's own, 80% of RAM),
-//! `BENCH_CHUNK_SIZE` (the CLI default). Numbers depend on the machine;
-//! compare the ratios.
+//! `BENCH_CHUNK_SIZE` (the CLI default), `BENCH_DATABASE_URL` or
+//! `TEST_DATABASE_URL` (a PostgreSQL server on which the benchmark creates
+//! its own database; `scripts/with-postgres cargo bench --bench ingest`
+//! provides one). Numbers depend on the machine; compare the ratios.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +42,52 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Where an ingest goes.
+enum Target {
+    DuckDb(PathBuf),
+    Postgres(String),
+}
+
+impl Target {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Self::DuckDb(path) => vec!["--db".to_owned(), path.display().to_string()],
+            Self::Postgres(url) => vec!["--database-url".to_owned(), url.clone()],
+        }
+    }
+
+    async fn open(&self) -> Result<Database> {
+        Ok(match self {
+            Self::DuckDb(path) => Database::open(path)?,
+            Self::Postgres(url) => Database::connect(url).await?,
+        })
+    }
+
+    async fn size(&self) -> Result<u64> {
+        match self {
+            Self::DuckDb(path) => Ok(duckdb_size(path)),
+            Self::Postgres(url) => {
+                use sea_orm::ConnectionTrait;
+                let db = Database::connect(url).await?;
+                let row = db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT pg_database_size(current_database()) AS bytes",
+                    ))
+                    .await?
+                    .context("no size")?;
+                Ok(u64::try_from(row.try_get::<i64>("", "bytes")?)?)
+            }
+        }
+    }
+}
+
+/// A DuckDB database's bytes on disk: its file and write-ahead log.
+fn duckdb_size(path: &Path) -> u64 {
+    let wal = path.with_extension("duckdb.wal");
+    std::fs::metadata(path).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
 }
 
 struct Measured {
@@ -85,30 +136,90 @@ fn main() -> Result<()> {
         },
     );
 
-    let full_db = dir.path().join("full.duckdb");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let full = Target::DuckDb(dir.path().join("full.duckdb"));
     let floor_db = dir.path().join("floor.duckdb");
-    let cli = cli_ingest(
-        "(1) CLI ingest, new database",
-        &full_db,
-        &first,
-        &memory_limit,
-        chunk_size,
-        options.events,
-    )?;
+    let ingest = |name, target: &Target, file: &Path| {
+        cli_ingest(
+            &runtime,
+            name,
+            target,
+            file,
+            &memory_limit,
+            chunk_size,
+            options.events,
+        )
+    };
+    let cli = ingest("(1) CLI ingest, new database", &full, &first)?;
     let raw = floor_run(&floor_db, &first, &memory_limit, options.events)?;
-    let grown = cli_ingest(
-        "(3) CLI ingest, database holds 1st file",
-        &full_db,
-        &second,
-        &memory_limit,
+    let grown = ingest("(3) CLI ingest, database holds 1st file", &full, &second)?;
+    let rate = |m: &Measured| m.events as f64 / m.seconds;
+    print_table(&[&cli, &raw, &grown]);
+    println!();
+    println!(
+        "ratio (1)/(2), CLI vs raw Appender floor: {:.2}",
+        rate(&cli) / rate(&raw)
+    );
+    println!(
+        "ratio (3)/(1), ingest into a grown database: {:.2}",
+        rate(&grown) / rate(&cli)
+    );
+    runtime.block_on(dashboard(&full))?;
+
+    let server = std::env::var("BENCH_DATABASE_URL")
+        .or_else(|_| std::env::var("TEST_DATABASE_URL"))
+        .ok()
+        .filter(|u| !u.is_empty());
+    let Some(server) = server else {
+        println!();
+        println!(
+            "(5) PostgreSQL: skipped (set BENCH_DATABASE_URL, or run under scripts/with-postgres)"
+        );
+        return Ok(());
+    };
+    let pg = Target::Postgres(runtime.block_on(create_database(&server))?);
+    println!();
+    println!(
+        "(5) PostgreSQL ({}), same files:",
+        server_version(&runtime, &pg)?
+    );
+    let pg_new = ingest("(5a) CLI ingest, new database", &pg, &first)?;
+    let pg_grown = ingest("(5b) CLI ingest, database holds 1st file", &pg, &second)?;
+    let third = dir.path().join("third.ndjson");
+    generate(
+        GenerateOptions { seed: 3, ..options },
+        std::fs::File::create(&third)?,
+    )?;
+    let parts = split(&third, 4)?;
+    let pg_parallel = parallel_ingest(
+        &runtime,
+        "(5c) 4 processes at once, a quarter of a 3rd file each",
+        &pg,
+        &parts,
         chunk_size,
         options.events,
     )?;
+    print_table(&[&pg_new, &pg_grown, &pg_parallel]);
+    println!();
+    println!(
+        "ratio (5a)/(1), PostgreSQL vs DuckDB, new database: {:.2}",
+        rate(&pg_new) / rate(&cli)
+    );
+    println!(
+        "ratio (5c)/(5b), 4 concurrent writers vs 1: {:.2}",
+        rate(&pg_parallel) / rate(&pg_grown)
+    );
+    runtime.block_on(dashboard(&pg))?;
+    Ok(())
+}
 
+fn print_table(rows: &[&Measured]) {
     println!();
     println!("| path | events/s | peak RSS | database size |");
     println!("|---|---|---|---|");
-    for m in [&cli, &raw, &grown] {
+    for m in rows {
         println!(
             "| {} | {:.0} | {} | {} MiB |",
             m.name,
@@ -120,41 +231,62 @@ fn main() -> Result<()> {
             m.db_bytes / (1 << 20),
         );
     }
-    let rate = |m: &Measured| m.events as f64 / m.seconds;
-    println!();
-    println!(
-        "ratio (1)/(2), CLI vs raw Appender floor: {:.2}",
-        rate(&cli) / rate(&raw)
-    );
-    println!(
-        "ratio (3)/(1), ingest into a grown database: {:.2}",
-        rate(&grown) / rate(&cli)
-    );
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(dashboard(&full_db))?;
-    Ok(())
 }
 
-fn db_size(path: &Path) -> u64 {
-    let wal = path.with_extension("duckdb.wal");
-    std::fs::metadata(path).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+/// A new database on the server at `server`; its URL.
+async fn create_database(server: &str) -> Result<String> {
+    use sea_orm::ConnectionTrait;
+    let name = format!("bench_{}", std::process::id());
+    let admin = Database::connect(server).await?;
+    // An identifier made here (CREATE DATABASE takes no bound values).
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    Ok(format!("{base}/{name}"))
 }
 
-fn cli_ingest(
-    name: &'static str,
-    db: &Path,
+fn server_version(runtime: &tokio::runtime::Runtime, target: &Target) -> Result<String> {
+    use sea_orm::ConnectionTrait;
+    runtime.block_on(async {
+        let row = target
+            .open()
+            .await?
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT current_setting('server_version') || ', fsync ' || current_setting('fsync') AS v",
+            ))
+            .await?
+            .context("no version")?;
+        Ok(format!("PostgreSQL {}", row.try_get::<String>("", "v")?))
+    })
+}
+
+/// Splits `file` into `n` files of consecutive lines.
+fn split(file: &Path, n: usize) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(file)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let per_part = lines.len().div_ceil(n);
+    lines
+        .chunks(per_part.max(1))
+        .enumerate()
+        .map(|(i, part)| {
+            let path = file.with_extension(format!("part{i}.ndjson"));
+            std::fs::write(&path, part.join("\n"))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Runs `exposure-store ingest --json` on `file` into `target`.
+fn spawn_ingest(
+    target: &Target,
     file: &Path,
     memory_limit: &str,
     chunk_size: usize,
-    events: u64,
-) -> Result<Measured> {
-    let start = Instant::now();
-    let out = Command::new(BIN)
-        .arg("--db")
-        .arg(db)
+) -> Result<Child> {
+    Ok(Command::new(BIN)
+        .args(target.args())
         .args([
             "--memory-limit",
             memory_limit,
@@ -165,8 +297,15 @@ fn cli_ingest(
         ])
         .arg(file)
         .env_remove("DUCKDB_MEMORY_LIMIT")
-        .output()?;
-    let seconds = start.elapsed().as_secs_f64();
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// Waits for an ingest; returns its new events and peak RSS.
+fn finish_ingest(name: &str, child: Child) -> Result<(u64, Option<u64>)> {
+    let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
             "{name} failed: {}\n{}",
@@ -175,7 +314,33 @@ fn cli_ingest(
         );
     }
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let inserted = summary["totals"]["events_inserted"].as_u64().unwrap_or(0);
+    Ok((
+        summary["totals"]["events_inserted"].as_u64().unwrap_or(0),
+        summary["peak_rss_bytes"].as_u64(),
+    ))
+}
+
+fn parallel_ingest(
+    runtime: &tokio::runtime::Runtime,
+    name: &'static str,
+    target: &Target,
+    files: &[PathBuf],
+    chunk_size: usize,
+    events: u64,
+) -> Result<Measured> {
+    let start = Instant::now();
+    let children = files
+        .iter()
+        .map(|f| spawn_ingest(target, f, "", chunk_size))
+        .collect::<Result<Vec<_>>>()?;
+    let mut inserted = 0;
+    let mut peak_rss = None;
+    for child in children {
+        let (n, rss) = finish_ingest(name, child)?;
+        inserted += n;
+        peak_rss = peak_rss.max(rss);
+    }
+    let seconds = start.elapsed().as_secs_f64();
     if inserted != events {
         bail!("{name}: expected {events} new events, the CLI inserted {inserted}");
     }
@@ -183,8 +348,33 @@ fn cli_ingest(
         name,
         events,
         seconds,
-        peak_rss: summary["peak_rss_bytes"].as_u64(),
-        db_bytes: db_size(db),
+        peak_rss,
+        db_bytes: runtime.block_on(target.size())?,
+    })
+}
+
+fn cli_ingest(
+    runtime: &tokio::runtime::Runtime,
+    name: &'static str,
+    target: &Target,
+    file: &Path,
+    memory_limit: &str,
+    chunk_size: usize,
+    events: u64,
+) -> Result<Measured> {
+    let start = Instant::now();
+    let (inserted, peak_rss) =
+        finish_ingest(name, spawn_ingest(target, file, memory_limit, chunk_size)?)?;
+    let seconds = start.elapsed().as_secs_f64();
+    if inserted != events {
+        bail!("{name}: expected {events} new events, the CLI inserted {inserted}");
+    }
+    Ok(Measured {
+        name,
+        events,
+        seconds,
+        peak_rss,
+        db_bytes: runtime.block_on(target.size())?,
     })
 }
 
@@ -206,7 +396,7 @@ fn floor_run(db: &Path, file: &Path, memory_limit: &str, events: u64) -> Result<
         events,
         seconds,
         peak_rss,
-        db_bytes: db_size(db),
+        db_bytes: duckdb_size(db),
     })
 }
 
@@ -262,9 +452,9 @@ fn floor(db: &Path, file: &Path, memory_limit: &str) -> Result<()> {
 }
 
 /// (4) Median latency of the dashboard reads on the grown database.
-async fn dashboard(db_path: &Path) -> Result<()> {
+async fn dashboard(target: &Target) -> Result<()> {
     const RUNS: usize = 30;
-    let db = Database::open(db_path).context("open the benchmark database")?;
+    let db = target.open().await.context("open the benchmark database")?;
     let repo = ExposureRepository::default();
     let rows = repo.totals(&db).await?.exposures;
     let mut summary = Vec::with_capacity(RUNS);
@@ -292,7 +482,7 @@ async fn dashboard(db_path: &Path) -> Result<()> {
         filtered.push(start.elapsed());
     }
     println!();
-    println!("(4) dashboard reads on {rows} current exposures, median of {RUNS} runs:");
+    println!("dashboard reads on {rows} current exposures, median of {RUNS} runs:");
     println!(
         "    summary (counts by office, severity, status + table totals): {:.1} ms",
         median_ms(&mut summary)

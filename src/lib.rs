@@ -7,8 +7,11 @@
 //! - `exposures_current`: the latest state per `(office_id, exposure_id)`;
 //! - `quarantined_files`: input files that failed, with the reason.
 //!
-//! DuckDB is the embedded default. Open a [`Database`], apply the migrations
-//! with [`Database::init`], and work in units of work:
+//! DuckDB is the embedded default; PostgreSQL is the path for many writers
+//! and readers ([`Database::connect`], or [`Database::from_env`] with
+//! `DATABASE_URL`); everything else is the same on both. Open a
+//! [`Database`], apply the migrations with [`Database::init`], and work in
+//! units of work:
 //!
 //! ```no_run
 //! # async fn demo() -> exposure_store::Result<()> {

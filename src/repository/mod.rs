@@ -2,7 +2,11 @@
 //!
 //! [`ExposureRepository::ingest_events`] runs inside a unit of work
 //! ([`Session`]), so a whole call is one transaction: all of it or none of
-//! it. Per chunk of events it
+//! it. The rules (`fold.rs`) and every statement (`statements.rs`, built
+//! with sea-query) are the same on both engines; what differs is how rows
+//! reach the database in bulk and when keys are locked.
+//!
+//! On DuckDB, per chunk of events, it
 //!
 //! 1. drops repeats of an event id within the chunk;
 //! 2. stages the chunk's ids with DuckDB's Appender and looks up which are
@@ -14,6 +18,17 @@
 //!    rules and why), looking up the stored `last_seen` of keys the call
 //!    has not seen yet.
 //!
+//! On PostgreSQL, where other processes write at the same time, per chunk
+//! it drops repeats and inserts the events with `INSERT ... ON CONFLICT
+//! (event_id) DO NOTHING RETURNING event_id` (multi-row statements), which
+//! says which were new even when another writer stores the same event
+//! concurrently. The fold waits for the end of the call: then every key
+//! the call touched is locked at once, in sorted order, its stored
+//! `last_seen` read, and the call's new events read back in input order and
+//! folded ([`fold_pending`]). Holding the locks to the commit makes the
+//! result that of some serial order of the writers; taking them all at
+//! once keeps writers from deadlocking on keys.
+//!
 //! When the call ends, the folded rows are staged once and upserted into
 //! `exposures_current` with `INSERT ... SELECT ... ON CONFLICT (office_id,
 //! exposure_id) DO UPDATE SET ... COALESCE/GREATEST/LEAST/CASE`, after a
@@ -21,8 +36,8 @@
 //! carries at most one row per key, and each key is written once per call.
 //! On DuckDB, stored rows are merged in a working copy and put back with a
 //! delete and an insert, which is 15 times faster than updating rows whose
-//! indexed columns change (`statements::copy_stored_to_work`).
-//! Every statement is built with sea-query (`statements.rs`).
+//! indexed columns change (`statements::copy_stored_to_work`); PostgreSQL
+//! merges into `exposures_current` directly.
 
 mod fold;
 mod stage;

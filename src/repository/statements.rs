@@ -328,9 +328,11 @@ pub(crate) fn stage_current_columns() -> [DynIden; 19] {
 /// in `stage_keys`, in sorted order, before their stored `last_seen` is
 /// read. The fold decides from that value which events are late, so
 /// concurrent writers of the same key must take turns from the read to
-/// their commit; the sorted order keeps two writers of one chunk's keys
-/// from deadlocking (writers whose chunks cross can still deadlock, which
-/// PostgreSQL detects and the ingest retries).
+/// their commit. An ingest locks all of its keys with one such statement,
+/// so in sorted order: two ingests never wait for each other's keys in
+/// crossing orders. (A deadlock remains possible between two ingests that
+/// insert the same event ids in different orders; PostgreSQL detects it
+/// and the ingest retries.)
 ///
 /// `SELECT COUNT(pg_advisory_xact_lock(k.h1, k.h2)) FROM (SELECT DISTINCT
 /// hashtext(office_id) AS h1, hashtext(exposure_id) AS h2 FROM stage_keys

@@ -324,40 +324,53 @@ pub(crate) fn stage_current_columns() -> [DynIden; 19] {
     })
 }
 
-/// PostgreSQL only: takes a transaction-scoped advisory lock on every key
-/// in `stage_keys`, in sorted order, before their stored `last_seen` is
-/// read. The fold decides from that value which events are late, so
-/// concurrent writers of the same key must take turns from the read to
-/// their commit. An ingest locks all of its keys with one such statement,
-/// so in sorted order: two ingests never wait for each other's keys in
-/// crossing orders. (A deadlock remains possible between two ingests that
-/// insert the same event ids in different orders; PostgreSQL detects it
-/// and the ingest retries.)
+/// Key locks are striped: a key is locked through one of this many
+/// advisory locks. Locking every key of a large file one by one would need
+/// one entry per key in PostgreSQL's shared lock table (about 6,400 entries
+/// with the default settings, shared by all sessions); a bounded number of
+/// stripes always fits, at the price of writers of different keys in the
+/// same stripe waiting for each other.
+pub(crate) const LOCK_STRIPES: i32 = 1_024;
+
+/// The first key of the two-key advisory locks this repository takes, so
+/// they cannot collide with other applications' advisory locks ("EXPS").
+pub(crate) const LOCK_NAMESPACE: i32 = 0x4558_5053;
+
+/// PostgreSQL only: takes the transaction-scoped advisory lock of every
+/// key in `stage_keys` (see [`LOCK_STRIPES`]), in ascending order, before
+/// their stored `last_seen` is read. The fold decides from that value which
+/// events are late, so concurrent writers of the same key must take turns
+/// from the read to their commit. An ingest locks all of its keys with one
+/// such statement, so in ascending order: two ingests never wait for each
+/// other in crossing orders. (A deadlock remains possible between two
+/// ingests that insert the same event ids in different orders; PostgreSQL
+/// detects it and the ingest retries.)
 ///
-/// `SELECT COUNT(pg_advisory_xact_lock(k.h1, k.h2)) FROM (SELECT DISTINCT
-/// hashtext(office_id) AS h1, hashtext(exposure_id) AS h2 FROM stage_keys
-/// ORDER BY h1, h2) AS k`. Two keys with the same hashes share a lock,
-/// which only makes their writers wait for each other.
+/// `SELECT COUNT(pg_advisory_xact_lock($1, s.stripe)) FROM (SELECT DISTINCT
+/// hashtext(office_id || exposure_id) & $2 AS stripe FROM stage_keys ORDER
+/// BY stripe) AS s`.
 pub(crate) fn lock_staged_keys() -> SelectStatement {
-    let (h1, h2, k) = (Alias::new("h1"), Alias::new("h2"), Alias::new("k"));
-    let hash = |c: Cur| Func::cust("hashtext").arg(Expr::col(c));
-    let keys = Query::select()
+    use sea_query::extension::postgres::PgExpr;
+    let (stripe, s) = (Alias::new("stripe"), Alias::new("s"));
+    let key = Expr::col(Cur::OfficeId).concat(Expr::col(Cur::ExposureId));
+    let stripes = Query::select()
         .distinct()
-        .expr_as(hash(Cur::OfficeId), h1.clone())
-        .expr_as(hash(Cur::ExposureId), h2.clone())
+        .expr_as(
+            Func::cust("hashtext").arg(key).bit_and(LOCK_STRIPES - 1),
+            stripe.clone(),
+        )
         .from(StageKeys::Table)
-        .order_by(h1.clone(), Order::Asc)
-        .order_by(h2.clone(), Order::Asc)
+        .order_by(stripe.clone(), Order::Asc)
         .to_owned();
     Query::select()
         .expr_as(
             Func::count(
                 Func::cust("pg_advisory_xact_lock")
-                    .args([Expr::col((k.clone(), h1)), Expr::col((k.clone(), h2))]),
+                    .args([Expr::val(LOCK_NAMESPACE), Expr::col((s.clone(), stripe))]),
             ),
             Alias::new("locked"),
         )
-        .from_subquery(keys, k)
+        .from_subquery(stripes, s)
         .to_owned()
 }
 
@@ -501,6 +514,16 @@ mod tests {
         assert!(fill.contains(r#"FROM "stage_current""#), "{fill}");
         assert_eq!(values.0.len(), 1);
         Ok(())
+    }
+
+    #[test]
+    fn keys_are_locked_by_stripe_in_ascending_order() {
+        let (sql, values) = lock_staged_keys().build(PostgresQueryBuilder);
+        assert_eq!(
+            sql,
+            r#"SELECT COUNT(pg_advisory_xact_lock($1, "s"."stripe")) AS "locked" FROM (SELECT DISTINCT hashtext("office_id" || "exposure_id") & $2 AS "stripe" FROM "stage_keys" ORDER BY "stripe" ASC) AS "s""#
+        );
+        assert_eq!(values.0.len(), 2);
     }
 
     #[test]

@@ -188,3 +188,25 @@ async fn concurrent_processes_on_postgres_equal_a_sequential_ingest() -> TestRes
     assert_eq!(concurrent, tables(&sequential.db).await?);
     Ok(())
 }
+
+/// One call touching more keys than PostgreSQL's shared lock table holds
+/// (64 per connection slot, 19,200 on the test server, plus some slack:
+/// one lock per key failed here with "out of shared memory") still
+/// ingests: keys are locked through a bounded number of stripes.
+#[tokio::test]
+async fn a_file_with_more_keys_than_the_lock_table_ingests_on_postgres() -> TestResult {
+    let t = crate::helpers::TestDb::new(crate::helpers::Backend::Postgres).await?;
+    let events: Vec<ExposureEvent> = (0..100_000)
+        .map(|i| {
+            crate::helpers::input(
+                &format!("e{i}"),
+                "2025-01-01T00:00:00Z",
+                &format!("office-{}", i % 7),
+                &format!("EXP-{i}"),
+            )
+        })
+        .collect();
+    let stats = crate::helpers::ingest(&t.db, 25_000, &events).await?;
+    assert_eq!(stats.exposures_inserted, 100_000);
+    Ok(())
+}

@@ -146,7 +146,7 @@ fn main() -> Result<()> {
             &runtime,
             name,
             target,
-            file,
+            &[file.to_path_buf()],
             &memory_limit,
             chunk_size,
             options.events,
@@ -155,17 +155,10 @@ fn main() -> Result<()> {
     let cli = ingest("(1) CLI ingest, new database", &full, &first)?;
     let raw = floor_run(&floor_db, &first, &memory_limit, options.events)?;
     let grown = ingest("(3) CLI ingest, database holds 1st file", &full, &second)?;
-    let rate = |m: &Measured| m.events as f64 / m.seconds;
     print_table(&[&cli, &raw, &grown]);
     println!();
-    println!(
-        "ratio (1)/(2), CLI vs raw Appender floor: {:.2}",
-        rate(&cli) / rate(&raw)
-    );
-    println!(
-        "ratio (3)/(1), ingest into a grown database: {:.2}",
-        rate(&grown) / rate(&cli)
-    );
+    print_ratio("(1)/(2), CLI vs raw Appender floor", &cli, &raw);
+    print_ratio("(3)/(1), ingest into a grown database", &grown, &cli);
     runtime.block_on(dashboard(&full))?;
 
     let server = std::env::var("BENCH_DATABASE_URL")
@@ -193,26 +186,39 @@ fn main() -> Result<()> {
         std::fs::File::create(&third)?,
     )?;
     let parts = split(&third, 4)?;
-    let pg_parallel = parallel_ingest(
+    let pg_parallel = cli_ingest(
         &runtime,
         "(5c) 4 processes at once, a quarter of a 3rd file each",
         &pg,
         &parts,
+        &memory_limit,
         chunk_size,
         options.events,
     )?;
     print_table(&[&pg_new, &pg_grown, &pg_parallel]);
     println!();
-    println!(
-        "ratio (5a)/(1), PostgreSQL vs DuckDB, new database: {:.2}",
-        rate(&pg_new) / rate(&cli)
+    print_ratio(
+        "(5a)/(1), PostgreSQL vs DuckDB, new database",
+        &pg_new,
+        &cli,
     );
-    println!(
-        "ratio (5c)/(5b), 4 concurrent writers vs 1: {:.2}",
-        rate(&pg_parallel) / rate(&pg_grown)
+    print_ratio(
+        "(5b)/(5a), PostgreSQL, ingest into a grown database",
+        &pg_grown,
+        &pg_new,
+    );
+    print_ratio(
+        "(5c)/(5b), 4 concurrent writers vs 1",
+        &pg_parallel,
+        &pg_grown,
     );
     runtime.block_on(dashboard(&pg))?;
     Ok(())
+}
+
+fn print_ratio(label: &str, a: &Measured, b: &Measured) {
+    let rate = |m: &Measured| m.events as f64 / m.seconds;
+    println!("ratio {label}: {:.2}", rate(a) / rate(b));
 }
 
 fn print_table(rows: &[&Measured]) {
@@ -320,51 +326,28 @@ fn finish_ingest(name: &str, child: Child) -> Result<(u64, Option<u64>)> {
     ))
 }
 
-fn parallel_ingest(
+/// Ingests `files` into `target`, one `exposure-store ingest` process per
+/// file, all at once; measures the wall time until the last one ends.
+fn cli_ingest(
     runtime: &tokio::runtime::Runtime,
     name: &'static str,
     target: &Target,
     files: &[PathBuf],
+    memory_limit: &str,
     chunk_size: usize,
     events: u64,
 ) -> Result<Measured> {
     let start = Instant::now();
     let children = files
         .iter()
-        .map(|f| spawn_ingest(target, f, "", chunk_size))
+        .map(|f| spawn_ingest(target, f, memory_limit, chunk_size))
         .collect::<Result<Vec<_>>>()?;
-    let mut inserted = 0;
-    let mut peak_rss = None;
+    let (mut inserted, mut peak_rss) = (0, None);
     for child in children {
         let (n, rss) = finish_ingest(name, child)?;
         inserted += n;
         peak_rss = peak_rss.max(rss);
     }
-    let seconds = start.elapsed().as_secs_f64();
-    if inserted != events {
-        bail!("{name}: expected {events} new events, the CLI inserted {inserted}");
-    }
-    Ok(Measured {
-        name,
-        events,
-        seconds,
-        peak_rss,
-        db_bytes: runtime.block_on(target.size())?,
-    })
-}
-
-fn cli_ingest(
-    runtime: &tokio::runtime::Runtime,
-    name: &'static str,
-    target: &Target,
-    file: &Path,
-    memory_limit: &str,
-    chunk_size: usize,
-    events: u64,
-) -> Result<Measured> {
-    let start = Instant::now();
-    let (inserted, peak_rss) =
-        finish_ingest(name, spawn_ingest(target, file, memory_limit, chunk_size)?)?;
     let seconds = start.elapsed().as_secs_f64();
     if inserted != events {
         bail!("{name}: expected {events} new events, the CLI inserted {inserted}");

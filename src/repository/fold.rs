@@ -37,7 +37,7 @@
 //! Either order gives `COALESCE(r.f, S.f, first.f)`: a detail is in the fill
 //! row only where `r.f` is NULL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::entity::{EventAction, Severity, Status};
 use crate::event::ExposureEvent;
@@ -160,6 +160,8 @@ struct Acc {
     exposure_id: String,
     latest: Latest,
     stored: bool,
+    /// The stored `last_seen` the fold started from (`None`: a new key).
+    assumed: Option<i64>,
     first_seen: i64,
     last_seen: i64,
     /// The running maximum that decides record events (starts at the
@@ -201,6 +203,7 @@ impl Folder {
                     exposure_id: e.exposure_id.clone(),
                     latest: Latest::of(e),
                     stored: bar.is_some(),
+                    assumed: bar,
                     first_seen: t,
                     last_seen: t,
                     record_bar: bar,
@@ -226,6 +229,28 @@ impl Folder {
             acc.record.replace_from(e);
         }
         acc.first.fill_from(e);
+    }
+
+    /// Every key folded so far, with the stored `last_seen` its fold
+    /// started from (`None`: the key was not stored).
+    pub(crate) fn assumed(&self) -> impl Iterator<Item = (&str, &str, Option<i64>)> {
+        self.accs
+            .iter()
+            .map(|a| (a.office_id.as_str(), a.exposure_id.as_str(), a.assumed))
+    }
+
+    /// Drops the folds of `keys`, so that their events can be folded again
+    /// from another stored state.
+    pub(crate) fn forget(&mut self, keys: &HashSet<Key>) {
+        self.accs
+            .retain(|a| !keys.contains(&(a.office_id.clone(), a.exposure_id.clone())));
+        self.index.clear();
+        for (slot, a) in self.accs.iter().enumerate() {
+            self.index
+                .entry(a.office_id.clone())
+                .or_default()
+                .insert(a.exposure_id.clone(), slot);
+        }
     }
 
     /// One row per key, in order of first appearance.
@@ -308,6 +333,42 @@ mod tests {
             scan_run_id: None,
             raw_payload_json: None,
         }
+    }
+
+    #[test]
+    fn a_forgotten_key_folds_again_as_if_from_the_start() {
+        let mut other_key = ev("4", 15, Some("other"), Status::Open);
+        other_key.exposure_id = "y".to_owned();
+        let events = [
+            ev("1", 10, Some("h1"), Status::Open),
+            other_key,
+            ev("2", 30, None, Status::Closed),
+        ];
+        let key = ("o".to_owned(), "x".to_owned());
+        // Folded first as a new key, then found stored at 20 by a re-read.
+        let mut folder = Folder::default();
+        for e in &events {
+            folder.push(e, || None);
+        }
+        let stale: HashSet<Key> = [key.clone()].into();
+        folder.forget(&stale);
+        for e in events.iter().filter(|e| e.exposure_id == "x") {
+            folder.push(e, || Some(20_000_000));
+        }
+        let assumed: Vec<_> = folder
+            .assumed()
+            .map(|(_, x, s)| (x.to_owned(), s))
+            .collect();
+        assert_eq!(
+            assumed,
+            [("y".to_owned(), None), ("x".to_owned(), Some(20_000_000))]
+        );
+        let stored = HashMap::from([(key, 20_000_000)]);
+        let mut again = folder.finish();
+        again.sort_by(|a, b| a.exposure_id.cmp(&b.exposure_id));
+        let mut expected = fold(&events, &stored);
+        expected.sort_by(|a, b| a.exposure_id.cmp(&b.exposure_id));
+        assert_eq!(again, expected);
     }
 
     #[test]

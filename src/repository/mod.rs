@@ -22,12 +22,13 @@
 //! it drops repeats and inserts the events with `INSERT ... ON CONFLICT
 //! (event_id) DO NOTHING RETURNING event_id` (multi-row statements), which
 //! says which were new even when another writer stores the same event
-//! concurrently. The fold waits for the end of the call: then every key
-//! the call touched is locked at once, in sorted order, its stored
-//! `last_seen` read, and the call's new events read back in input order and
-//! folded ([`fold_pending`]). Holding the locks to the commit makes the
-//! result that of some serial order of the writers; taking them all at
-//! once keeps writers from deadlocking on keys.
+//! concurrently, then folds them as on DuckDB. Before the current state is
+//! written, every key the call touched is locked at once, in ascending
+//! order, and its stored `last_seen` read again; keys another writer
+//! changed since the fold read them are folded again from the call's events
+//! ([`revalidate`]). Holding the locks to the commit makes the result that
+//! of some serial order of the writers; taking them all at once keeps
+//! writers from deadlocking on keys.
 //!
 //! When the call ends, the folded rows are staged once and upserted into
 //! `exposures_current` with `INSERT ... SELECT ... ON CONFLICT (office_id,
@@ -260,7 +261,7 @@ impl ExposureRepository {
             repo: *self,
             session,
             folder: Folder::default(),
-            pending: Pending::default(),
+            pending: Vec::new(),
             stats: IngestStats::default(),
             finished: false,
         })
@@ -432,18 +433,11 @@ pub struct Ingestion<'s> {
     session: &'s Session,
     /// The current state of every key touched so far, written by `finish`.
     folder: Folder,
-    /// PostgreSQL: the new events' ids in input order and their keys,
-    /// folded by `finish` (see [`fold_locked`]).
-    pending: Pending,
+    /// PostgreSQL: the new events' ids in input order, in case `finish`
+    /// must fold some keys again (see [`revalidate`]).
+    pending: Vec<String>,
     stats: IngestStats,
     finished: bool,
-}
-
-/// New events not folded yet (PostgreSQL).
-#[derive(Debug, Default)]
-struct Pending {
-    ids: Vec<String>,
-    keys: HashSet<Key>,
 }
 
 impl Drop for Ingestion<'_> {
@@ -472,20 +466,15 @@ impl Ingestion<'_> {
             self.stats.events_inserted += new.len() as u64;
             self.stats.events_skipped += (chunk.len() - new.len()) as u64;
             if self.session.engine() == Engine::Postgres {
-                for e in new.iter().map(|&i| &chunk[i]) {
-                    self.pending.ids.push(e.event_id.clone());
-                    self.pending
-                        .keys
-                        .insert((e.office_id.clone(), e.exposure_id.clone()));
-                }
-            } else {
-                fold_chunk(
-                    self.session,
-                    &mut self.folder,
-                    new.iter().map(|&i| &chunk[i]),
-                )
-                .await?;
+                self.pending
+                    .extend(new.iter().map(|&i| chunk[i].event_id.clone()));
             }
+            fold_chunk(
+                self.session,
+                &mut self.folder,
+                new.iter().map(|&i| &chunk[i]),
+            )
+            .await?;
             tracing::debug!(
                 events = chunk.len(),
                 new = new.len(),
@@ -504,9 +493,9 @@ impl Ingestion<'_> {
     /// The database's error (roll the unit of work back).
     pub async fn finish(mut self) -> Result<IngestStats> {
         let started = std::time::Instant::now();
-        let pending = std::mem::take(&mut self.pending);
-        if !pending.ids.is_empty() {
-            fold_pending(self.session, &mut self.folder, pending).await?;
+        if self.session.engine() == Engine::Postgres {
+            let pending = std::mem::take(&mut self.pending);
+            revalidate(self.session, &mut self.folder, &pending).await?;
         }
         let upserted = upsert_folded(self.session, std::mem::take(&mut self.folder)).await?;
         self.finished = true;
@@ -623,48 +612,68 @@ async fn fold_chunk<'a>(
             unknown.insert((e.office_id.as_str(), e.exposure_id.as_str()));
         }
     }
-    let stored = stored_last_seen(session, unknown).await?;
+    let stored = stored_last_seen(session, unknown, Lock::No).await?;
     fold_with(folder, &stored, events);
     Ok(())
 }
 
-/// PostgreSQL: locks every key of `keys` (one statement, in sorted order),
-/// then reads their stored `last_seen` and folds `events`.
-///
-/// Holding the keys from that read to the commit is what makes concurrent
-/// writers exact: the fold decides from the stored `last_seen` which events
-/// are late. Taking all of a call's locks at once, when the call writes the
-/// current state, is what keeps writers from deadlocking on keys: a writer
-/// never waits for a key while holding others it took earlier.
+/// PostgreSQL: locks every key of `keys` (one statement, in ascending
+/// order), then reads their stored `last_seen` and folds `events`.
 async fn fold_locked<'a>(
     session: &Session,
     folder: &mut Folder,
     keys: HashSet<(&str, &str)>,
     events: impl Iterator<Item = &'a ExposureEvent> + Clone,
 ) -> Result<()> {
-    let stored = stored_last_seen(session, keys).await?;
+    let stored = stored_last_seen(session, keys, Lock::Keys).await?;
     fold_with(folder, &stored, events);
     Ok(())
 }
 
-/// PostgreSQL: folds the events an ingestion inserted, read back from the
-/// audit log in input order (a few thousand at a time, so memory stays
-/// bounded), after locking their keys.
-async fn fold_pending(session: &Session, folder: &mut Folder, pending: Pending) -> Result<()> {
+/// PostgreSQL, before the current state is written: locks every key the
+/// ingestion folded (one statement, in ascending order) and reads their
+/// stored `last_seen` again. Keys whose value changed since the fold read
+/// it, because another writer committed in between, are folded again from
+/// the ingestion's events, read back from the audit log in input order.
+///
+/// Holding the keys from this read to the commit makes concurrent writers
+/// exact: the fold decides from the stored `last_seen` which events are
+/// late. Taking all of a call's locks at once, at the end, keeps writers
+/// from deadlocking on keys: none waits for a key while holding others it
+/// took earlier. And the common case costs one statement: the fold's own
+/// reads, per chunk and without locks, are usually still true.
+async fn revalidate(session: &Session, folder: &mut Folder, pending: &[String]) -> Result<()> {
     const READ_BACK: usize = 5_000;
-    let keys = pending
-        .keys
+    let assumed: Vec<(&str, &str, Option<i64>)> = folder.assumed().collect();
+    let keys = assumed.iter().map(|&(o, x, _)| (o, x)).collect();
+    let stored = stored_last_seen(session, keys, Lock::Keys).await?;
+    let stale: HashSet<Key> = assumed
         .iter()
-        .map(|(o, x)| (o.as_str(), x.as_str()))
+        .filter(|&&(o, x, was)| stored.get(&(o.to_owned(), x.to_owned())).copied() != was)
+        .map(|&(o, x, _)| (o.to_owned(), x.to_owned()))
         .collect();
-    let stored = stored_last_seen(session, keys).await?;
-    for ids in pending.ids.chunks(READ_BACK) {
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    folder.forget(&stale);
+    for ids in pending.chunks(READ_BACK) {
+        // Only the columns the fold reads: decoding the JSON payloads back
+        // would cost more than the rest of the read.
         let mut by_id: HashMap<String, ExposureEvent> = ExposureEvents::find()
+            .select_only()
+            .columns(statements::EVENT_COLUMNS.into_iter().filter(|c| {
+                !matches!(
+                    c,
+                    exposure_event::Column::RawPayloadJson | exposure_event::Column::ScanRunId
+                )
+            }))
             .filter(exposure_event::Column::EventId.is_in(ids.iter().map(String::as_str)))
+            .into_model::<FoldedEvent>()
             .all(session)
             .await?
             .into_iter()
-            .map(|m| (m.event_id.clone(), ExposureEvent::from(m)))
+            .map(|e| (e.event_id.clone(), ExposureEvent::from(e)))
             .collect();
         let events = ids
             .iter()
@@ -674,16 +683,85 @@ async fn fold_pending(session: &Session, folder: &mut Folder, pending: Pending) 
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        fold_with(folder, &stored, events.iter());
+        let of_stale = events
+            .iter()
+            .filter(|e| stale.contains(&(e.office_id.clone(), e.exposure_id.clone())));
+        fold_with(folder, &stored, of_stale);
     }
+    tracing::debug!(
+        keys = stale.len(),
+        events = pending.len(),
+        read_back_ms = started.elapsed().as_millis(),
+        "keys changed by a concurrent writer folded again"
+    );
     Ok(())
 }
 
-/// The stored `last_seen` of `keys` (absent: not stored). On PostgreSQL the
-/// keys are locked first (`statements::lock_staged_keys`).
+/// An event as the fold reads it back: without `scan_run_id` and the
+/// payload, which the current state does not keep.
+#[derive(Debug, FromQueryResult)]
+struct FoldedEvent {
+    event_id: String,
+    timestamp: DateTime<Utc>,
+    office_id: String,
+    asset_id: String,
+    exposure_id: String,
+    exposure_class: String,
+    event_action: EventAction,
+    status: Status,
+    severity: Severity,
+    risk_score: f64,
+    hostname: Option<String>,
+    asset_ip: Option<String>,
+    dst_ip: Option<String>,
+    dst_port: Option<i32>,
+    protocol: Option<String>,
+    service_name: Option<String>,
+    service_product: Option<String>,
+    service_version: Option<String>,
+}
+
+impl From<FoldedEvent> for ExposureEvent {
+    fn from(e: FoldedEvent) -> Self {
+        Self {
+            event_id: e.event_id,
+            timestamp: e.timestamp,
+            office_id: e.office_id,
+            asset_id: e.asset_id,
+            exposure_id: e.exposure_id,
+            exposure_class: e.exposure_class,
+            event_action: e.event_action,
+            status: e.status,
+            severity: e.severity,
+            risk_score: e.risk_score,
+            hostname: e.hostname,
+            asset_ip: e.asset_ip,
+            dst_ip: e.dst_ip,
+            dst_port: e.dst_port,
+            protocol: e.protocol,
+            service_name: e.service_name,
+            service_product: e.service_product,
+            service_version: e.service_version,
+            scan_run_id: None,
+            raw_payload_json: None,
+        }
+    }
+}
+
+/// Whether [`stored_last_seen`] locks the keys it reads (PostgreSQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// A plain read: the fold of a chunk, revalidated at the end.
+    No,
+    /// Lock the keys first (`statements::lock_staged_keys`), to the commit.
+    Keys,
+}
+
+/// The stored `last_seen` of `keys` (absent: not stored).
 async fn stored_last_seen(
     session: &Session,
     keys: HashSet<(&str, &str)>,
+    lock: Lock,
 ) -> Result<HashMap<Key, i64>> {
     let mut stored = HashMap::new();
     if keys.is_empty() {
@@ -700,7 +778,7 @@ async fn stored_last_seen(
         rows,
     )
     .await?;
-    if session.engine() == Engine::Postgres {
+    if lock == Lock::Keys && session.engine() == Engine::Postgres {
         session.query_all(&statements::lock_staged_keys()).await?;
     }
     for row in session.query_all(&statements::stored_last_seen()).await? {

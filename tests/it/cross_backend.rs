@@ -210,3 +210,55 @@ async fn a_file_with_more_keys_than_the_lock_table_ingests_on_postgres() -> Test
     assert_eq!(stats.exposures_inserted, 100_000);
     Ok(())
 }
+
+/// PostgreSQL: another writer commits a newer event of the same key while
+/// an ingestion is between its fold and its finish. The finish sees it (it
+/// re-reads every key under lock and folds changed keys again), so the
+/// result is that of the two files in commit order: the late event only
+/// fills NULLs, and the key counts as updated, not inserted.
+#[tokio::test]
+async fn a_key_changed_by_another_writer_mid_ingest_is_folded_again() -> TestResult {
+    use exposure_store::{ExposureRepository, IngestStats};
+    let t = crate::helpers::TestDb::new(crate::helpers::Backend::Postgres).await?;
+    let mut older = crate::helpers::input("older", "2025-01-01T00:00:10Z", "o", "x");
+    older.hostname = Some("from-the-older-event".to_owned());
+    older.service_version = None;
+    let mut newer = crate::helpers::input("newer", "2025-01-01T00:00:20Z", "o", "x");
+    newer.hostname = Some("from-the-newer-event".to_owned());
+    newer.service_version = None;
+    newer.status = exposure_store::entity::Status::Closed;
+    let mut filler = crate::helpers::input("filler", "2025-01-01T00:00:05Z", "o", "x");
+    filler.service_version = Some("9.9".to_owned());
+
+    let repo = ExposureRepository::default();
+    let session = t.db.begin().await?;
+    let mut ingestion = repo.ingestion(&session).await?;
+    ingestion.push(&[older, filler]).await?; // folded as a new key
+    // Another writer stores a newer event of the key and commits.
+    let other = crate::helpers::ingest(&t.db, 10, &[newer]).await?;
+    assert_eq!(other.exposures_inserted, 1);
+    let stats = ingestion.finish().await?;
+    session.commit().await?;
+    assert_eq!(
+        stats,
+        IngestStats {
+            events_inserted: 2,
+            events_skipped: 0,
+            exposures_inserted: 0,
+            exposures_updated: 1,
+        }
+    );
+    let row = ExposuresCurrent::find_by_id(("o".to_owned(), "x".to_owned()))
+        .one(&t.db)
+        .await?
+        .ok_or("no row")?;
+    assert_eq!(row.hostname.as_deref(), Some("from-the-newer-event"));
+    assert_eq!(row.status, exposure_store::entity::Status::Closed);
+    assert_eq!(
+        row.service_version.as_deref(),
+        Some("9.9"),
+        "late events fill NULLs"
+    );
+    assert_eq!(row.first_seen, crate::helpers::ts("2025-01-01T00:00:05Z"));
+    Ok(())
+}

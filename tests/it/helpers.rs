@@ -160,28 +160,10 @@ pub fn input(
     office: &str,
     exposure: &str,
 ) -> exposure_store::ExposureEvent {
-    let m = event(event_id, timestamp);
     exposure_store::ExposureEvent {
-        event_id: m.event_id,
-        timestamp: m.timestamp,
         office_id: office.to_owned(),
-        asset_id: m.asset_id,
         exposure_id: exposure.to_owned(),
-        exposure_class: m.exposure_class,
-        event_action: m.event_action,
-        status: m.status,
-        severity: m.severity,
-        risk_score: m.risk_score,
-        hostname: m.hostname,
-        asset_ip: m.asset_ip,
-        dst_ip: m.dst_ip,
-        dst_port: m.dst_port,
-        protocol: m.protocol,
-        service_name: m.service_name,
-        service_product: m.service_product,
-        service_version: m.service_version,
-        scan_run_id: m.scan_run_id,
-        raw_payload_json: m.raw_payload_json,
+        ..event(event_id, timestamp).into()
     }
 }
 

@@ -115,6 +115,17 @@ pub struct InvalidField {
 /// them share the `(office_id, exposure_class)` index).
 pub const MAX_ID_BYTES: usize = 1_024;
 
+/// What [`ExposureEvent::validate`] requires of a text field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    /// Indexed and required: not blank, at most [`MAX_ID_BYTES`].
+    RequiredIdentifier,
+    /// Indexed, optional: at most [`MAX_ID_BYTES`].
+    Identifier,
+    /// Any length.
+    Detail,
+}
+
 impl ExposureEvent {
     /// Checks what the types alone cannot: required text is not empty,
     /// identifiers are at most [`MAX_ID_BYTES`] long, no text (nor any
@@ -125,57 +136,41 @@ impl ExposureEvent {
     /// # Errors
     /// The first field that is not acceptable.
     pub fn validate(&self) -> Result<(), InvalidField> {
-        let required = [
-            ("event_id", &self.event_id),
-            ("office_id", &self.office_id),
-            ("asset_id", &self.asset_id),
-            ("exposure_id", &self.exposure_id),
-            ("exposure_class", &self.exposure_class),
+        use TextKind::{Detail, Identifier, RequiredIdentifier};
+        let texts = [
+            ("event_id", Some(self.event_id.as_str()), RequiredIdentifier),
+            ("office_id", Some(&self.office_id), RequiredIdentifier),
+            ("asset_id", Some(&self.asset_id), RequiredIdentifier),
+            ("exposure_id", Some(&self.exposure_id), RequiredIdentifier),
+            (
+                "exposure_class",
+                Some(&self.exposure_class),
+                RequiredIdentifier,
+            ),
+            ("scan_run_id", self.scan_run_id.as_deref(), Identifier),
+            ("hostname", self.hostname.as_deref(), Detail),
+            ("asset_ip", self.asset_ip.as_deref(), Detail),
+            ("dst_ip", self.dst_ip.as_deref(), Detail),
+            ("protocol", self.protocol.as_deref(), Detail),
+            ("service_name", self.service_name.as_deref(), Detail),
+            ("service_product", self.service_product.as_deref(), Detail),
+            ("service_version", self.service_version.as_deref(), Detail),
         ];
-        for (field, value) in required {
-            if value.trim().is_empty() {
-                return Err(InvalidField {
-                    field,
-                    reason: "must not be empty".to_owned(),
-                });
-            }
-        }
-        let identifiers = required
-            .iter()
-            .map(|&(field, value)| (field, Some(value.as_str())))
-            .chain([("scan_run_id", self.scan_run_id.as_deref())]);
-        for (field, value) in identifiers {
-            if let Some(value) = value.filter(|v| v.len() > MAX_ID_BYTES) {
-                return Err(InvalidField {
-                    field,
-                    reason: format!(
-                        "is {} bytes long; identifiers are at most {MAX_ID_BYTES}",
-                        value.len()
-                    ),
-                });
-            }
-        }
-        let optional = [
-            ("hostname", &self.hostname),
-            ("asset_ip", &self.asset_ip),
-            ("dst_ip", &self.dst_ip),
-            ("protocol", &self.protocol),
-            ("service_name", &self.service_name),
-            ("service_product", &self.service_product),
-            ("service_version", &self.service_version),
-            ("scan_run_id", &self.scan_run_id),
-        ];
-        let texts = required
-            .into_iter()
-            .map(|(field, value)| (field, Some(value.as_str())))
-            .chain(optional.map(|(field, value)| (field, value.as_deref())));
-        for (field, value) in texts {
-            if value.is_some_and(|v| v.contains('\0')) {
-                return Err(InvalidField {
-                    field,
-                    reason: "must not contain the NUL character (U+0000)".to_owned(),
-                });
-            }
+        for (field, value, kind) in texts {
+            let Some(value) = value else { continue };
+            let reason = if kind == RequiredIdentifier && value.trim().is_empty() {
+                "must not be empty".to_owned()
+            } else if kind != Detail && value.len() > MAX_ID_BYTES {
+                format!(
+                    "is {} bytes long; identifiers are at most {MAX_ID_BYTES}",
+                    value.len()
+                )
+            } else if value.contains('\0') {
+                "must not contain the NUL character (U+0000)".to_owned()
+            } else {
+                continue;
+            };
+            return Err(InvalidField { field, reason });
         }
         if self.raw_payload_json.as_ref().is_some_and(json_has_nul) {
             return Err(InvalidField {

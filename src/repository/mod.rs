@@ -26,7 +26,7 @@
 //! written, every key the call touched is locked at once, in ascending
 //! order, and its stored `last_seen` read again; keys another writer
 //! changed since the fold read them are folded again from the call's events
-//! ([`revalidate`]). Holding the locks to the commit makes the result that
+//! (`revalidate`). Holding the locks to the commit makes the result that
 //! of some serial order of the writers; taking them all at once keeps
 //! writers from deadlocking on keys.
 //!

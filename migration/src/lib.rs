@@ -16,6 +16,18 @@ mod m20261128_000001_create_exposure_events;
 mod m20261128_000002_create_exposures_current;
 mod m20261128_000003_create_quarantined_files;
 
+/// Sends logs to stderr, filtered by `RUST_LOG` (default `warn`): the set-up
+/// of both binaries, `exposure-store` and this crate's.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// The list of migrations of exposure-store, in the order they are applied.
 pub struct Migrator;
 

@@ -26,13 +26,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    migration::init_logging();
     let args = Args::parse();
     let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
     if let Some(url) = args.database_url.filter(|u| !u.is_empty()) {

@@ -304,13 +304,11 @@ impl ExposureRepository {
         create_staging(session).await?;
         let mut folder = Folder::default();
         if session.engine() == Engine::Postgres {
-            let keys = events
-                .iter()
-                .map(|e| (e.office_id.as_str(), e.exposure_id.as_str()));
-            fold_locked(session, &mut folder, keys.collect(), events.iter()).await?;
+            // All keys locked at once, before any is read (see `revalidate`).
+            fold_chunk(session, &mut folder, events.iter(), Lock::Keys).await?;
         } else {
             for chunk in events.chunks(self.chunk_size) {
-                fold_chunk(session, &mut folder, chunk.iter()).await?;
+                fold_chunk(session, &mut folder, chunk.iter(), Lock::No).await?;
             }
         }
         upsert_folded(session, folder).await
@@ -469,10 +467,12 @@ impl Ingestion<'_> {
                 self.pending
                     .extend(new.iter().map(|&i| chunk[i].event_id.clone()));
             }
+            // On PostgreSQL, `finish` locks and re-checks these reads.
             fold_chunk(
                 self.session,
                 &mut self.folder,
                 new.iter().map(|&i| &chunk[i]),
+                Lock::No,
             )
             .await?;
             tracing::debug!(
@@ -599,12 +599,14 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
     Ok(new)
 }
 
-/// Folds new events into `folder`, first looking up the stored `last_seen`
-/// of the keys the folder does not know yet (DuckDB, chunk by chunk).
+/// Folds new events into `folder`, first looking up (and with
+/// [`Lock::Keys`], locking) the stored `last_seen` of the keys the folder
+/// does not know yet.
 async fn fold_chunk<'a>(
     session: &Session,
     folder: &mut Folder,
     events: impl Iterator<Item = &'a ExposureEvent> + Clone,
+    lock: Lock,
 ) -> Result<()> {
     let mut unknown: HashSet<(&str, &str)> = HashSet::new();
     for e in events.clone() {
@@ -612,20 +614,7 @@ async fn fold_chunk<'a>(
             unknown.insert((e.office_id.as_str(), e.exposure_id.as_str()));
         }
     }
-    let stored = stored_last_seen(session, unknown, Lock::No).await?;
-    fold_with(folder, &stored, events);
-    Ok(())
-}
-
-/// PostgreSQL: locks every key of `keys` (one statement, in ascending
-/// order), then reads their stored `last_seen` and folds `events`.
-async fn fold_locked<'a>(
-    session: &Session,
-    folder: &mut Folder,
-    keys: HashSet<(&str, &str)>,
-    events: impl Iterator<Item = &'a ExposureEvent> + Clone,
-) -> Result<()> {
-    let stored = stored_last_seen(session, keys, Lock::Keys).await?;
+    let stored = stored_last_seen(session, unknown, lock).await?;
     fold_with(folder, &stored, events);
     Ok(())
 }

@@ -21,6 +21,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::MutexGuard;
+
 use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
 pub use migration::commands::Engine;
 use migration::commands::{MigrateCommand, MigrationState};
@@ -31,10 +33,6 @@ use sea_orm::{
 
 use crate::config::{Config, redact_url};
 use crate::error::{Error, Result, Retryable, inner_message};
-
-/// Idle autocommit DuckDB connections kept for statements run on the handle
-/// itself.
-const MAX_IDLE_CONNECTIONS: usize = 8;
 
 /// PostgreSQL connections pooled per handle (each unit of work holds one
 /// until it ends).
@@ -84,11 +82,9 @@ pub struct Database {
 
 #[derive(Debug)]
 enum Inner {
-    DuckDb {
-        instance: Instance,
-        /// Autocommit connections for statements run on the handle itself.
-        idle: Mutex<Vec<DuckDbConnection>>,
-    },
+    /// Statements run on the handle itself use the instance's idle
+    /// autocommit connections.
+    DuckDb(Instance),
     Postgres(Postgres),
 }
 
@@ -206,10 +202,7 @@ impl Database {
 
     fn from_instance(instance: Instance) -> Self {
         Self {
-            inner: Arc::new(Inner::DuckDb {
-                instance,
-                idle: Mutex::new(Vec::new()),
-            }),
+            inner: Arc::new(Inner::DuckDb(instance)),
         }
     }
 
@@ -217,7 +210,7 @@ impl Database {
     #[must_use]
     pub fn engine(&self) -> Engine {
         match &*self.inner {
-            Inner::DuckDb { .. } => Engine::DuckDb,
+            Inner::DuckDb(_) => Engine::DuckDb,
             Inner::Postgres(_) => Engine::Postgres,
         }
     }
@@ -226,7 +219,7 @@ impl Database {
     #[must_use]
     pub fn instance(&self) -> Option<&Instance> {
         match &*self.inner {
-            Inner::DuckDb { instance, .. } => Some(instance),
+            Inner::DuckDb(instance) => Some(instance),
             Inner::Postgres(_) => None,
         }
     }
@@ -250,9 +243,7 @@ impl Database {
     /// [`Error::Migration`] with the failing statement's error.
     pub async fn migrate(&self, command: MigrateCommand) -> Result<Vec<MigrationState>> {
         let result = match &*self.inner {
-            Inner::DuckDb { instance, .. } => {
-                migration::commands::run_on_duckdb(instance, command).await
-            }
+            Inner::DuckDb(instance) => migration::commands::run_on_duckdb(instance, command).await,
             Inner::Postgres(pg) => migration::commands::run_on_postgres(&pg.url, command).await,
         };
         result.map_err(Error::Migration)
@@ -266,7 +257,7 @@ impl Database {
     /// [`Error::Database`] if no connection can be had or `BEGIN` fails.
     pub async fn begin(&self) -> Result<Session> {
         let conn = match &*self.inner {
-            Inner::DuckDb { instance, .. } => {
+            Inner::DuckDb(instance) => {
                 let conn = instance.connect()?;
                 conn.begin().await?;
                 SessionConn::DuckDb { conn, open: true }
@@ -339,37 +330,33 @@ impl Database {
         F: AsyncFnOnce(&Session) -> Result<T, E>,
         E: From<Error>,
     {
+        let _turn = self.write_turn().await;
+        self.transaction(work).await
+    }
+
+    /// Waits for this process's turn to write, as [`Database::write_transaction`]
+    /// does, and holds it until the guard is dropped: for a writer that
+    /// must do more than one unit of work in one turn (ingesting checks
+    /// what its commit stored before the next writer starts). `None` on
+    /// PostgreSQL, where writers do not take turns.
+    pub async fn write_turn(&self) -> Option<MutexGuard<'_, ()>> {
         match &*self.inner {
-            Inner::DuckDb { instance, .. } => {
-                let _turn = instance.write_lock().lock().await;
-                self.transaction(work).await
-            }
-            Inner::Postgres(_) => self.transaction(work).await,
+            Inner::DuckDb(instance) => Some(instance.write_lock().lock().await),
+            Inner::Postgres(_) => None,
         }
     }
 
-    /// Runs `f` on a pooled autocommit DuckDB connection.
+    /// Runs `f` on an idle autocommit DuckDB connection.
     async fn on_duckdb<T>(
         &self,
         instance: &Instance,
-        idle: &Mutex<Vec<DuckDbConnection>>,
         f: impl AsyncFnOnce(&DuckDbConnection) -> Result<T, DbErr>,
     ) -> Result<T, DbErr> {
-        let pooled = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => instance
-                .connect()
-                .map_err(duckdb_adapter::AdapterError::into_exec_err)?,
-        };
+        let conn = instance
+            .checkout()
+            .map_err(duckdb_adapter::AdapterError::into_exec_err)?;
         let result = f(&conn).await;
-        // Never reuse a connection left inside a transaction.
-        if !conn.in_transaction() {
-            let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(conn);
-            }
-        }
+        instance.checkin(conn);
         result
     }
 }
@@ -384,8 +371,8 @@ impl ConnectionTrait for Database {
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         match &*self.inner {
-            Inner::DuckDb { instance, idle } => {
-                self.on_duckdb(instance, idle, async |c| c.execute_raw(stmt).await)
+            Inner::DuckDb(instance) => {
+                self.on_duckdb(instance, async |c| c.execute_raw(stmt).await)
                     .await
             }
             Inner::Postgres(pg) => pg.pool.execute_raw(stmt).await,
@@ -394,8 +381,8 @@ impl ConnectionTrait for Database {
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         match &*self.inner {
-            Inner::DuckDb { instance, idle } => {
-                self.on_duckdb(instance, idle, async |c| c.execute_unprepared(sql).await)
+            Inner::DuckDb(instance) => {
+                self.on_duckdb(instance, async |c| c.execute_unprepared(sql).await)
                     .await
             }
             Inner::Postgres(pg) => pg.pool.execute_unprepared(sql).await,
@@ -404,8 +391,8 @@ impl ConnectionTrait for Database {
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         match &*self.inner {
-            Inner::DuckDb { instance, idle } => {
-                self.on_duckdb(instance, idle, async |c| c.query_one_raw(stmt).await)
+            Inner::DuckDb(instance) => {
+                self.on_duckdb(instance, async |c| c.query_one_raw(stmt).await)
                     .await
             }
             Inner::Postgres(pg) => pg.pool.query_one_raw(stmt).await,
@@ -414,8 +401,8 @@ impl ConnectionTrait for Database {
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match &*self.inner {
-            Inner::DuckDb { instance, idle } => {
-                self.on_duckdb(instance, idle, async |c| c.query_all_raw(stmt).await)
+            Inner::DuckDb(instance) => {
+                self.on_duckdb(instance, async |c| c.query_all_raw(stmt).await)
                     .await
             }
             Inner::Postgres(pg) => pg.pool.query_all_raw(stmt).await,

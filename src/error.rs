@@ -48,30 +48,44 @@ pub enum Error {
     /// a stored value outside its vocabulary).
     #[error("internal error: {0}")]
     Internal(String),
+    /// DuckDB failed in a way that leaves its in-memory state
+    /// untrustworthy: a failed COMMIT, data corruption, an internal or a
+    /// fatal error. Nothing of the unit of work was stored (a failed COMMIT
+    /// stores nothing), and the instance is closed and the file reopened
+    /// from disk before its next use, so running the unit of work again may
+    /// succeed.
+    #[error("the database engine failed: {0}")]
+    EngineFailed(String),
+    /// The database cannot be used any more: its DuckDB instance failed
+    /// and the file could not be reopened.
+    #[error("{0}")]
+    Unavailable(String),
     /// Any other database error, with the database's own message.
     #[error("database error: {0}")]
     Database(#[source] DbErr),
 }
 
 impl Error {
-    /// Whether retrying the whole unit of work may succeed (a conflict
-    /// with a concurrent transaction).
+    /// Whether running the whole unit of work again may succeed: a conflict
+    /// with a concurrent transaction, or a failure of the DuckDB engine
+    /// (the next attempt runs on a fresh instance).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict(_))
+        matches!(self, Self::Conflict(_) | Self::EngineFailed(_))
     }
 }
 
-/// Errors that can tell whether running the failed unit of work again may
-/// succeed; see [`crate::retry_conflicts`].
+/// Errors that can tell whether [`crate::retry_conflicts`] should run the
+/// failed unit of work again: a conflict with a concurrent unit of work,
+/// which a new attempt after a short wait usually avoids.
 pub trait Retryable {
-    /// Whether a new attempt may succeed.
+    /// Whether the failure was such a conflict.
     fn is_retryable(&self) -> bool;
 }
 
 impl Retryable for Error {
     fn is_retryable(&self) -> bool {
-        Error::is_retryable(self)
+        matches!(self, Self::Conflict(_))
     }
 }
 
@@ -85,6 +99,7 @@ impl From<DbErr> for Error {
             ErrorKind::Constraint => Self::Constraint(inner_message(&err)),
             ErrorKind::Conflict => Self::Conflict(inner_message(&err)),
             ErrorKind::Aborted => Self::Aborted(inner_message(&err)),
+            ErrorKind::EngineFailed => Self::EngineFailed(inner_message(&err)),
             _ => Self::Database(err),
         }
     }
@@ -93,7 +108,9 @@ impl From<DbErr> for Error {
 impl From<AdapterError> for Error {
     fn from(err: AdapterError) -> Self {
         match err {
+            _ if err.is_engine_failure() => Self::EngineFailed(err.to_string()),
             AdapterError::TransactionAborted(_) => Self::Aborted(err.to_string()),
+            AdapterError::Unavailable(_) => Self::Unavailable(err.to_string()),
             other => Self::from(other.into_exec_err()),
         }
     }

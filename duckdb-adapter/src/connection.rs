@@ -11,6 +11,11 @@
 //!
 //! Concurrent units of work each use their own `DuckDbConnection`; statements
 //! of one transaction therefore never interleave with another's.
+//!
+//! A statement or `COMMIT` that fails in a way that leaves DuckDB's in-memory
+//! state untrustworthy ([`crate::ErrorKind::EngineFailed`]) marks the
+//! connection's instance failed, so that [`crate::Instance`] replaces it
+//! before anything else is written.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,6 +29,7 @@ use sea_orm::{
 
 use crate::convert::{ColumnKind, from_duckdb, to_duckdb};
 use crate::error::{AdapterError, Result};
+use crate::instance::Health;
 
 /// Prepared statements kept per connection: the repository issues a few
 /// dozen distinct statements, each many times.
@@ -42,13 +48,20 @@ enum TxnState {
 struct State {
     conn: duckdb::Connection,
     txn: TxnState,
+    /// The health of the instance this connection belongs to.
+    health: Arc<Health>,
 }
 
 impl State {
     /// Records the outcome of a statement: inside a transaction, the first
-    /// failure poisons it.
+    /// failure poisons it; a failure of the engine itself fails the
+    /// instance.
     fn note<T>(&mut self, result: &Result<T>) {
-        if let (Err(e), TxnState::Active { failed }) = (result, &mut self.txn)
+        let Err(e) = result else { return };
+        if e.is_engine_failure() {
+            self.health.fail(&e.to_string());
+        }
+        if let TxnState::Active { failed } = &mut self.txn
             && failed.is_none()
         {
             *failed = Some(e.to_string());
@@ -74,16 +87,23 @@ pub struct DuckDbConnection {
 }
 
 impl DuckDbConnection {
-    /// Wraps a `duckdb::Connection` (normally from [`crate::Instance::connect`]).
-    #[must_use]
-    pub fn new(conn: duckdb::Connection) -> Self {
+    /// Wraps a `duckdb::Connection` of the instance whose health is
+    /// `health` (see [`crate::Instance::connect`]).
+    pub(crate) fn new(conn: duckdb::Connection, health: Arc<Health>) -> Self {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         Self {
             state: Arc::new(Mutex::new(State {
                 conn,
                 txn: TxnState::Idle,
+                health,
             })),
         }
+    }
+
+    /// Whether this connection belongs to the instance whose health is
+    /// `health`.
+    pub(crate) fn belongs_to(&self, health: &Arc<Health>) -> bool {
+        Arc::ptr_eq(&Self::lock(&self.state).health, health)
     }
 
     fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -243,6 +263,10 @@ impl DuckDbConnection {
     }
 }
 
+/// What DuckDB says when a COMMIT succeeded but the automatic checkpoint
+/// after it failed (and invalidated the instance).
+const DURABLE_COMMIT: &str = "COMMIT succeeded and is durable";
+
 fn commit_locked(state: &mut State) -> Result<()> {
     match std::mem::replace(&mut state.txn, TxnState::Idle) {
         TxnState::Idle => Err(AdapterError::TransactionState(
@@ -259,11 +283,21 @@ fn commit_locked(state: &mut State) -> Result<()> {
         }
         TxnState::Active { failed: None } => match state.conn.execute_batch("COMMIT") {
             Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains(DURABLE_COMMIT) => {
+                // DuckDB committed (the WAL holds the transaction) and then
+                // failed its automatic checkpoint, which invalidated the
+                // instance: the commit stands, the instance is replaced.
+                state.health.fail(&e.to_string());
+                Ok(())
+            }
             Err(e) => {
-                // A failed COMMIT leaves nothing committed; make sure the
-                // connection is back in autocommit mode.
+                // A failed COMMIT leaves nothing committed, but the instance
+                // was seen to store the failed transaction's rows in the next
+                // one's place: it must not be used again.
                 let _ = state.conn.execute_batch("ROLLBACK");
-                Err(AdapterError::DuckDb(e))
+                let e = AdapterError::CommitFailed(e);
+                state.health.fail(&e.to_string());
+                Err(e)
             }
         },
     }

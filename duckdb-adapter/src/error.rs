@@ -4,8 +4,8 @@
 //! DuckDB reports errors as text of the form `"<Kind> Error: <detail>"`
 //! (`Constraint Error: Duplicate key ...`). The text reaches the caller
 //! unchanged inside [`DbErr`]; [`error_kind`] tells constraint violations,
-//! write-write conflicts and lock failures apart so callers never match
-//! message strings themselves.
+//! write-write conflicts, lock failures and failures of the engine itself
+//! apart so callers never match message strings themselves.
 
 use sea_orm::{DbErr, RuntimeErr};
 
@@ -47,6 +47,34 @@ pub enum AdapterError {
     /// The blocking task that ran a DuckDB call panicked or was cancelled.
     #[error("DuckDB worker task failed: {0}")]
     Worker(String),
+    /// `COMMIT` itself failed: nothing of the transaction was stored, and the
+    /// instance is replaced before its next use (see [`crate::Instance`]).
+    #[error("{COMMIT_FAILED}: {0}")]
+    CommitFailed(duckdb::Error),
+    /// The instance failed and could not be replaced by a fresh one.
+    #[error("the DuckDB database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How the message of [`AdapterError::CommitFailed`] starts.
+const COMMIT_FAILED: &str = "COMMIT failed (nothing of the transaction was stored; the database is reopened from disk)";
+
+/// DuckDB's own prefixes of errors that say its in-memory state is wrong.
+/// `FATAL` errors also invalidate the instance ("database has been
+/// invalidated because of a previous fatal error").
+const ENGINE_FAILURE_MARKERS: [&str; 3] = [
+    "Data Corruption Error",
+    "INTERNAL Error",
+    "FATAL Error",
+];
+
+impl AdapterError {
+    /// Whether this error leaves the instance untrustworthy (see
+    /// [`ErrorKind::EngineFailed`]).
+    #[must_use]
+    pub fn is_engine_failure(&self) -> bool {
+        classify_message(&self.to_string()) == ErrorKind::EngineFailed
+    }
 }
 
 impl AdapterError {
@@ -82,6 +110,11 @@ pub enum ErrorKind {
     Locked,
     /// The transaction had already failed and was rolled back.
     Aborted,
+    /// DuckDB failed in a way that leaves the instance's in-memory state
+    /// untrustworthy: a failed `COMMIT`, data corruption, an internal or a
+    /// fatal error. The instance is replaced by a fresh one opened from disk
+    /// before its next use, and the unit of work may be run again on it.
+    EngineFailed,
     /// Anything else (syntax, catalog, I/O, conversion, ...).
     Other,
 }
@@ -103,7 +136,13 @@ pub fn error_kind(err: &DbErr) -> ErrorKind {
 /// Classifies a DuckDB error message.
 #[must_use]
 pub fn classify_message(message: &str) -> ErrorKind {
-    if message.starts_with("transaction rolled back: ") {
+    // Checked first and anywhere in the message: a transaction refused
+    // because an earlier statement failed quotes that statement's error.
+    if message.contains(COMMIT_FAILED)
+        || ENGINE_FAILURE_MARKERS.iter().any(|m| message.contains(m))
+    {
+        ErrorKind::EngineFailed
+    } else if message.starts_with("transaction rolled back: ") {
         ErrorKind::Aborted
     } else if message.starts_with("Constraint Error") {
         ErrorKind::Constraint
@@ -130,5 +169,16 @@ mod tests {
         assert_eq!(classify_message(conflict), ErrorKind::Conflict);
         let parse = "Parser Error: syntax error at or near \"SELEC\"";
         assert_eq!(classify_message(parse), ErrorKind::Other);
+        let corrupt = "Data Corruption Error: Corrupted uncompressed string segment: \
+                       dictionary offset 9 exceeds dictionary size 4";
+        assert_eq!(classify_message(corrupt), ErrorKind::EngineFailed);
+        let aborted = format!("transaction rolled back: an earlier statement in it failed: {corrupt}");
+        assert_eq!(classify_message(&aborted), ErrorKind::EngineFailed);
+        let invalidated = "FATAL Error: Failed: database has been invalidated because of a previous fatal error.";
+        assert_eq!(classify_message(invalidated), ErrorKind::EngineFailed);
+        let internal = "INTERNAL Error: Attempted to access index 3 within vector of size 3";
+        assert_eq!(classify_message(internal), ErrorKind::EngineFailed);
+        let oom = AdapterError::CommitFailed(duckdb::Error::ExecuteReturnedResults);
+        assert!(oom.is_engine_failure());
     }
 }

@@ -1,4 +1,4 @@
-//! One DuckDB database instance per file per process.
+//! One DuckDB database instance per file per process, replaced when it fails.
 //!
 //! Two `duckdb::Connection::open` calls on the same file inside one process
 //! create two independent database instances that each believe they own the
@@ -9,20 +9,103 @@
 //! weak references, so an instance closes when its last user drops it. This
 //! is the one global in the project, and it exists because the invariant is
 //! process-wide by nature.
+//!
+//! **Containment.** Some DuckDB failures leave the instance's in-memory state
+//! untrustworthy: after a failed `COMMIT` the next transaction of the same
+//! instance was seen to store rows of the failed one, and data corruption,
+//! internal and fatal errors say the in-memory state is wrong. A connection
+//! that meets such a failure marks its instance *failed*
+//! ([`crate::ErrorKind::EngineFailed`]). The instance is then not used
+//! again: the next [`Instance::connect`] closes it, without the checkpoint
+//! DuckDB makes at shutdown (which would write the suspect in-memory state
+//! into the file), and opens the file again, so the new instance is rebuilt
+//! from what is on disk (the file and its write-ahead log of committed
+//! transactions).
+//!
+//! **Recovery.** A write-ahead log left beside the file means the database
+//! was not closed cleanly. DuckDB replays it while opening; [`Instance`] then
+//! checkpoints at once, so the recovered state is in the file before the
+//! first write, and logs both steps.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use crate::connection::DuckDbConnection;
 use crate::error::{AdapterError, Result};
 
+/// DuckDB's block size: the initial size of a column segment (see
+/// [`InstanceOptions`]'s configuration).
+const SEGMENT_SIZE: &str = "262144";
+
+/// Idle autocommit connections kept per instance (see [`Instance::checkout`]).
+const MAX_IDLE_CONNECTIONS: usize = 8;
+
+/// How long a reset waits for the failed instance's last connections to be
+/// let go (a statement still running on Tokio's blocking pool holds one).
+const RESET_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether an instance is still trustworthy; shared by the instance and
+/// every connection cloned from it.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Why the instance must not be used again, once it failed.
+    failed: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Marks the instance failed (the first reason is kept).
+    pub(crate) fn fail(&self, reason: &str) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed.is_none() {
+            tracing::warn!(
+                reason,
+                "DuckDB instance failed; it is closed and the database reopened from disk before its next use"
+            );
+            *failed = Some(reason.to_owned());
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// One open DuckDB instance (one `duckdb_open` of the file).
+#[derive(Debug)]
+struct Generation {
+    /// The connection every other connection is cloned from.
+    root: duckdb::Connection,
+    /// Shared with every connection of this instance.
+    health: Arc<Health>,
+    /// Autocommit connections for statements run outside units of work.
+    idle: Vec<DuckDbConnection>,
+}
+
+impl Generation {
+    fn new(root: duckdb::Connection) -> Self {
+        Self {
+            root,
+            health: Arc::new(Health::default()),
+            idle: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    /// The connection every other connection is cloned from.
-    root: Mutex<duckdb::Connection>,
     /// Canonical path of the database file; `None` in memory.
     path: Option<PathBuf>,
+    /// The settings the file was opened with (kept to reopen it).
+    options: InstanceOptions,
+    /// The live instance; `None` after a failed instance could not be
+    /// replaced.
+    current: Mutex<Option<Generation>>,
     /// Serialises schema changes (migrations) made through this instance.
     schema_lock: tokio::sync::Mutex<()>,
     /// Serialises the writers that ask for it (see [`Instance::write_lock`]).
@@ -44,7 +127,18 @@ pub struct InstanceOptions {
 
 impl InstanceOptions {
     fn config(&self) -> Result<duckdb::Config> {
-        let mut config = duckdb::Config::default();
+        // A storage layer never fetches or loads code at run time: the
+        // bundled build would otherwise download an extension for a file it
+        // does not recognise (a SQLite file, for example).
+        let mut config = duckdb::Config::default()
+            .with("autoinstall_known_extensions", "false")?
+            .with("autoload_known_extensions", "false")?
+            // DuckDB 2.0 starts in-memory column segments at 2 KiB and packs
+            // them into shared blocks; with that layout, tables rewritten in
+            // a transaction were seen to read corrupted segments under
+            // parallel execution (see the README's *Reliability* section).
+            // One whole block per segment is DuckDB 1.x's layout.
+            .with("initial_column_segment_size", SEGMENT_SIZE)?;
         if let Some(limit) = &self.memory_limit {
             config = config.max_memory(limit)?;
         }
@@ -67,9 +161,10 @@ impl Instance {
     /// the instance already open for that file in this process.
     ///
     /// # Errors
-    /// The parent directory does not exist, or DuckDB cannot open the file
-    /// (for example because another process holds its write lock; DuckDB's
-    /// message names the file and the process).
+    /// The parent directory does not exist, the file is not a DuckDB
+    /// database, or DuckDB cannot open the file (for example because another
+    /// process holds its write lock; DuckDB's message names the file and the
+    /// process).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path, &InstanceOptions::default())
     }
@@ -87,10 +182,11 @@ impl Instance {
         if let Some(inner) = registry.get(&key).and_then(Weak::upgrade) {
             return Ok(Self { inner });
         }
-        let conn = duckdb::Connection::open_with_flags(&key, options.config()?)?;
+        let root = open_file(&key, options)?;
         let inner = Arc::new(Inner {
-            root: Mutex::new(conn),
             path: Some(key.clone()),
+            options: options.clone(),
+            current: Mutex::new(Some(Generation::new(root))),
             schema_lock: tokio::sync::Mutex::new(()),
             write_lock: tokio::sync::Mutex::new(()),
         });
@@ -98,34 +194,125 @@ impl Instance {
         Ok(Self { inner })
     }
 
-    /// Opens a new, private in-memory database.
+    /// Opens a new, private in-memory database. (A failed in-memory
+    /// instance cannot be reopened: there is nothing on disk to reopen.)
     ///
     /// # Errors
     /// DuckDB's error if it cannot start.
     pub fn open_in_memory() -> Result<Self> {
-        let conn = duckdb::Connection::open_in_memory()?;
+        let options = InstanceOptions::default();
+        let root = duckdb::Connection::open_in_memory_with_flags(options.config()?)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                root: Mutex::new(conn),
                 path: None,
+                options,
+                current: Mutex::new(Some(Generation::new(root))),
                 schema_lock: tokio::sync::Mutex::new(()),
                 write_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
+    fn current(&self) -> MutexGuard<'_, Option<Generation>> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A new connection to this instance (its own client context, so its own
-    /// transaction).
+    /// transaction). If the instance failed, it is first replaced by a fresh
+    /// one opened from disk.
     ///
     /// # Errors
-    /// DuckDB's error if the connection cannot be created.
+    /// [`AdapterError::Unavailable`] when a failed instance cannot be
+    /// replaced; DuckDB's error if the connection cannot be created.
     pub fn connect(&self) -> Result<DuckDbConnection> {
-        let root = self
-            .inner
-            .root
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Ok(DuckDbConnection::new(root.try_clone()?))
+        let mut current = self.current();
+        let generation = self.healthy(&mut current)?;
+        Ok(DuckDbConnection::new(
+            generation.root.try_clone()?,
+            Arc::clone(&generation.health),
+        ))
+    }
+
+    /// An idle autocommit connection of the (healthy) instance, or a new
+    /// one; hand it back with [`Instance::checkin`].
+    ///
+    /// # Errors
+    /// As [`Instance::connect`].
+    pub fn checkout(&self) -> Result<DuckDbConnection> {
+        let mut current = self.current();
+        let generation = self.healthy(&mut current)?;
+        match generation.idle.pop() {
+            Some(conn) => Ok(conn),
+            None => Ok(DuckDbConnection::new(
+                generation.root.try_clone()?,
+                Arc::clone(&generation.health),
+            )),
+        }
+    }
+
+    /// Keeps `conn` for a later [`Instance::checkout`], unless it is inside a
+    /// transaction, belongs to an instance that failed or was replaced, or
+    /// enough connections are idle already.
+    pub fn checkin(&self, conn: DuckDbConnection) {
+        // `try_lock`: a reset holds the lock while it waits for the failed
+        // instance's connections to be dropped, this one among them.
+        let Ok(mut current) = self.inner.current.try_lock() else {
+            return;
+        };
+        if let Some(generation) = current.as_mut()
+            && !conn.in_transaction()
+            && conn.belongs_to(&generation.health)
+            && generation.health.failure().is_none()
+            && generation.idle.len() < MAX_IDLE_CONNECTIONS
+        {
+            generation.idle.push(conn);
+        }
+    }
+
+    /// Marks the instance failed: it is replaced before its next use.
+    pub fn fail(&self, reason: &str) {
+        if let Some(generation) = self.current().as_ref() {
+            generation.health.fail(reason);
+        }
+    }
+
+    /// Why the live instance failed, if it did (it is replaced at the next
+    /// [`Instance::connect`]).
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.current()
+            .as_ref()
+            .and_then(|generation| generation.health.failure())
+    }
+
+    /// The live generation, replacing it first if it failed.
+    fn healthy<'g>(
+        &self,
+        current: &'g mut Option<Generation>,
+    ) -> Result<&'g mut Generation> {
+        let failure = match current.as_ref() {
+            None => {
+                return Err(AdapterError::Unavailable(
+                    "an earlier failure closed it and it could not be reopened".to_owned(),
+                ));
+            }
+            Some(generation) => generation.health.failure(),
+        };
+        if let Some(reason) = failure {
+            let Some(path) = &self.inner.path else {
+                return Err(AdapterError::Unavailable(format!(
+                    "the in-memory database failed and cannot be reopened: {reason}"
+                )));
+            };
+            let old = current.take();
+            *current = Some(Generation::new(reopen(path, &self.inner.options, old, &reason)?));
+        }
+        current.as_mut().ok_or_else(|| {
+            AdapterError::Unavailable("no live instance".to_owned())
+        })
     }
 
     /// The canonical path of the database file, `None` for an in-memory one.
@@ -156,6 +343,122 @@ impl Instance {
     pub fn same_instance(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+}
+
+/// Closes a failed instance and opens the file again.
+///
+/// The failed instance is closed without DuckDB's shutdown checkpoint, so
+/// nothing of its in-memory state reaches the file: the new instance starts
+/// from the file and replays the write-ahead log of committed transactions.
+/// Every connection of the failed instance must be let go first (the
+/// database closes with its last connection), so this waits a little for
+/// connections still held by finishing work; if some are still in use, the
+/// file is not reopened, because two instances of one file lose data.
+fn reopen(
+    path: &Path,
+    options: &InstanceOptions,
+    old: Option<Generation>,
+    reason: &str,
+) -> Result<duckdb::Connection> {
+    if let Some(old) = old {
+        let Generation { root, health, idle } = old;
+        drop(idle);
+        if let Err(e) = root.execute_batch("PRAGMA disable_checkpoint_on_shutdown") {
+            // An invalidated instance refuses every statement; it does not
+            // checkpoint at shutdown either.
+            tracing::debug!(error = %e, "could not turn the shutdown checkpoint off");
+        }
+        drop(root);
+        let waited = Instant::now();
+        while Arc::strong_count(&health) > 1 {
+            if waited.elapsed() > RESET_WAIT {
+                return Err(AdapterError::Unavailable(format!(
+                    "the instance failed ({reason}) and {} of its connections are still in use, \
+                     so the file cannot be reopened safely",
+                    Arc::strong_count(&health) - 1
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    tracing::warn!(path = %path.display(), reason, "reopening the database from disk");
+    open_file(path, options).map_err(|e| {
+        AdapterError::Unavailable(format!(
+            "the instance failed ({reason}) and reopening '{}' failed: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Opens `path` with `options`: checks that an existing file is a DuckDB
+/// database, then opens it, replaying and checkpointing a write-ahead log
+/// left by an unclean shutdown before anything else can write.
+fn open_file(path: &Path, options: &InstanceOptions) -> Result<duckdb::Connection> {
+    check_header(path)?;
+    let wal = wal_path(path);
+    let recovering = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    let started = Instant::now();
+    if recovering {
+        tracing::info!(
+            path = %path.display(),
+            "the database was not closed cleanly: replaying its write-ahead log"
+        );
+    }
+    let conn = duckdb::Connection::open_with_flags(path, options.config()?)?;
+    if recovering {
+        conn.execute_batch("CHECKPOINT")?;
+        tracing::info!(
+            path = %path.display(),
+            recovery_ms = started.elapsed().as_millis(),
+            "recovered: write-ahead log replayed and checkpointed into the file"
+        );
+    }
+    Ok(conn)
+}
+
+/// DuckDB's write-ahead log of `path`: the same name with `.wal` appended.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".wal");
+    PathBuf::from(name)
+}
+
+/// Where a DuckDB file says what it is: its main header starts with an
+/// 8-byte checksum followed by the magic bytes `DUCK`.
+const MAGIC_OFFSET: usize = 8;
+const MAGIC: &[u8; 4] = b"DUCK";
+/// How a SQLite database file starts.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Bytes read to tell what a file is.
+const HEADER_PEEK: usize = 16;
+
+/// Refuses, with a clear message, an existing non-empty file that is not a
+/// DuckDB database (DuckDB would otherwise guess its format, and try to
+/// load an extension for it).
+fn check_header(path: &Path) -> Result<()> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // DuckDB reports unreadable files itself, with the path.
+        Err(_) => return Ok(()),
+    };
+    let mut head = Vec::with_capacity(HEADER_PEEK);
+    (&mut file)
+        .take(HEADER_PEEK as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| AdapterError::Open(format!("cannot read '{}': {e}", path.display())))?;
+    if head.is_empty() || head.get(MAGIC_OFFSET..MAGIC_OFFSET + MAGIC.len()) == Some(MAGIC.as_slice()) {
+        return Ok(());
+    }
+    let what = if head.starts_with(SQLITE_MAGIC) {
+        "a SQLite database".to_owned()
+    } else {
+        "not a DuckDB database file".to_owned()
+    };
+    Err(AdapterError::Open(format!(
+        "'{}' is {what} (no DuckDB header); refusing to open it",
+        path.display()
+    )))
 }
 
 /// The registry key of `path`: canonical, so `./a.duckdb`, `a.duckdb` and a

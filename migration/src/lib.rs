@@ -15,6 +15,7 @@ pub mod commands;
 mod m20261128_000001_create_exposure_events;
 mod m20261128_000002_create_exposures_current;
 mod m20261128_000003_create_quarantined_files;
+mod m20261128_000004_drop_current_indexes_on_duckdb;
 
 /// Sends logs to stderr, filtered by `RUST_LOG` (default `warn`): the set-up
 /// of both binaries, `exposure-store` and this crate's.
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_create_exposure_events::Migration),
             Box::new(m20261128_000002_create_exposures_current::Migration),
             Box::new(m20261128_000003_create_quarantined_files::Migration),
+            Box::new(m20261128_000004_drop_current_indexes_on_duckdb::Migration),
         ]
     }
 }

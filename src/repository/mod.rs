@@ -34,11 +34,10 @@
 //! `exposures_current` with `INSERT ... SELECT ... ON CONFLICT (office_id,
 //! exposure_id) DO UPDATE SET ... COALESCE/GREATEST/LEAST/CASE`, after a
 //! *fill* update only when late events fill NULL details: every statement
-//! carries at most one row per key, and each key is written once per call.
-//! On DuckDB, stored rows are merged in a working copy and put back with a
-//! delete and an insert, which is 15 times faster than updating rows whose
-//! indexed columns change (`statements::copy_stored_to_work`); PostgreSQL
-//! merges into `exposures_current` directly.
+//! carries at most one row per key, and each key is written once per call,
+//! in place. (On DuckDB, `exposures_current` has no secondary index, so an
+//! update changes no indexed column: see migration
+//! `m20261128_000004_drop_current_indexes_on_duckdb`.)
 
 mod fold;
 mod stage;
@@ -58,7 +57,7 @@ use serde::Serialize;
 
 use self::fold::Folder;
 use self::fold::Key;
-use self::statements::{StageCurrent, StageIds, StageKeys, WorkCurrent};
+use self::statements::{StageCurrent, StageIds, StageKeys};
 use crate::db::{Engine, Session};
 use crate::entity::prelude::*;
 use crate::entity::{exposure_current, exposure_event, quarantined_file};
@@ -518,7 +517,6 @@ async fn create_staging(session: &Session) -> Result<()> {
     session.execute(&statements::create_stage_current()).await?;
     if session.engine() == Engine::DuckDb {
         session.execute(&statements::create_stage_ids()).await?;
-        session.execute(&statements::create_work_current()).await?;
     }
     Ok(())
 }
@@ -799,9 +797,9 @@ fn fold_with<'a>(
 
 /// Writes the folded rows to `exposures_current`: stage them once, then
 /// (when late events fill NULL details) the fill update and the replace
-/// upsert. When stored keys are among them, both run against a working copy
-/// of their rows that is then put back in place of the originals (see
-/// `statements::copy_stored_to_work` for why).
+/// upsert, both in place. (Deleting the stored rows and inserting the merged
+/// ones instead made DuckDB 2.0.0 corrupt its in-memory segments; see the
+/// README's *Reliability* section.)
 async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExposures> {
     let folded = folder.finish();
     let mut out = UpsertedExposures::default();
@@ -827,38 +825,13 @@ async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExpo
         rows,
     )
     .await?;
-    if out.updated == 0 || session.engine() == Engine::Postgres {
-        // New keys only (nothing to fill), or PostgreSQL, which updates
-        // indexed rows in place at no extra cost: merge straight into
-        // `exposures_current`.
-        if needs_fill {
-            session
-                .execute(&statements::fill_details(ExposuresCurrent))
-                .await?;
-        }
-        let upsert = statements::upsert_current(ExposuresCurrent).map_err(internal)?;
-        session.execute(&upsert).await?;
-        return Ok(out);
-    }
-    session
-        .execute(&statements::clear(WorkCurrent::Table))
-        .await?;
-    session
-        .execute(&statements::copy_stored_to_work().map_err(internal)?)
-        .await?;
-    session
-        .execute(&statements::delete_stored_in_work())
-        .await?;
     if needs_fill {
         session
-            .execute(&statements::fill_details(WorkCurrent::Table))
+            .execute(&statements::fill_details(ExposuresCurrent))
             .await?;
     }
-    let upsert = statements::upsert_current(WorkCurrent::Table).map_err(internal)?;
+    let upsert = statements::upsert_current(ExposuresCurrent).map_err(internal)?;
     session.execute(&upsert).await?;
-    session
-        .execute(&statements::insert_work_into_current().map_err(internal)?)
-        .await?;
     Ok(out)
 }
 

@@ -30,11 +30,9 @@ pub(crate) enum StageKeys {
     Table,
 }
 
-/// A working copy of the stored rows of the keys being written, with the
-/// same primary key but without `exposures_current`'s secondary indexes
-/// (see [`copy_stored_to_work`]).
+/// The keys of the chunk's new events that the call has not looked up yet.
 #[derive(Iden, Clone, Copy)]
-pub(crate) enum WorkCurrent {
+pub(crate) enum StageKeys {
     Table,
 }
 
@@ -157,18 +155,6 @@ pub(crate) fn create_stage_current() -> TableCreateStatement {
     )
 }
 
-/// `CREATE TEMPORARY TABLE IF NOT EXISTS work_current`: the
-/// `exposures_current` columns and primary key, no other index.
-pub(crate) fn create_work_current() -> TableCreateStatement {
-    let mut t = current_like(WorkCurrent::Table, None);
-    t.primary_key(
-        sea_query::Index::create()
-            .col(Cur::OfficeId)
-            .col(Cur::ExposureId),
-    );
-    t
-}
-
 /// A temporary table with the columns of `exposures_current`, behind
 /// `leading` if given (the Appender fills columns by position).
 fn current_like(table: impl IntoIden, leading: Option<ColumnDef>) -> TableCreateStatement {
@@ -186,80 +172,6 @@ fn current_like(table: impl IntoIden, leading: Option<ColumnDef>) -> TableCreate
         });
     }
     t.to_owned()
-}
-
-/// `EXISTS (SELECT 1 FROM table WHERE table.key = exposures_current.key [AND
-/// table.pass = $1])`.
-fn same_key_in(table: impl IntoIden + Copy, pass: Option<i32>) -> Expr {
-    let cur = exposure_current::Entity;
-    let mut probe = Query::select();
-    probe
-        .expr(Expr::val(1))
-        .from(table)
-        .and_where(Expr::col((table, Cur::OfficeId)).equals((cur, Cur::OfficeId)))
-        .and_where(Expr::col((table, Cur::ExposureId)).equals((cur, Cur::ExposureId)));
-    if let Some(pass) = pass {
-        probe.and_where(Expr::col((table, StageCurrent::Pass)).eq(pass));
-    }
-    Expr::exists(probe.to_owned())
-}
-
-/// `INSERT INTO work_current SELECT ... FROM exposures_current WHERE EXISTS
-/// (a staged replace row for the key)`: the stored rows about to change.
-///
-/// Why a working copy: DuckDB updates a row whose indexed columns change
-/// (`last_seen`, `status`, `severity`, `exposure_class` are indexed) at
-/// about 75 us per row, 7.4 s for 100k rows, while deleting the rows and
-/// inserting them again takes 0.5 s. So on DuckDB the upsert runs against
-/// this copy (primary key only), the originals are deleted, and the merged
-/// rows are inserted back; the merge itself is the same ON CONFLICT
-/// statement either way.
-///
-/// # Errors
-/// As [`upsert_current`].
-pub(crate) fn copy_stored_to_work() -> Result<InsertStatement, sea_query::error::Error> {
-    copy_current(
-        exposure_current::Entity,
-        WorkCurrent::Table,
-        Some(same_key_in(StageCurrent::Table, Some(PASS_REPLACE))),
-    )
-}
-
-/// `INSERT INTO into (columns) SELECT columns FROM from [WHERE filter]`
-/// over the `exposures_current` columns.
-fn copy_current(
-    from: impl IntoIden + Copy,
-    into: impl IntoIden,
-    filter: Option<Expr>,
-) -> Result<InsertStatement, sea_query::error::Error> {
-    let mut select = Query::select();
-    select
-        .columns(CURRENT_COLUMNS.map(|c| (from, c)))
-        .from(from);
-    if let Some(filter) = filter {
-        select.and_where(filter);
-    }
-    Ok(Query::insert()
-        .into_table(into)
-        .columns(CURRENT_COLUMNS)
-        .select_from(select.to_owned())?
-        .to_owned())
-}
-
-/// `DELETE FROM exposures_current WHERE EXISTS (the key in work_current)`.
-pub(crate) fn delete_stored_in_work() -> sea_query::DeleteStatement {
-    Query::delete()
-        .from_table(exposure_current::Entity)
-        .and_where(same_key_in(WorkCurrent::Table, None))
-        .to_owned()
-}
-
-/// `INSERT INTO exposures_current SELECT ... FROM work_current`.
-///
-/// # Errors
-/// As [`upsert_current`].
-pub(crate) fn insert_work_into_current() -> Result<InsertStatement, sea_query::error::Error> {
-    copy_current(WorkCurrent::Table, exposure_current::Entity, None)
 }
 
 /// `INSERT INTO table (columns) VALUES (...), (...)`: one multi-row insert
@@ -440,8 +352,8 @@ pub(crate) fn fill_details(target: impl IntoIden + Copy) -> sea_query::UpdateSta
         .to_owned()
 }
 
-/// The current-state upsert of one pass into `target` (`exposures_current`,
-/// or on DuckDB its working copy): `INSERT INTO target SELECT ... FROM
+/// The current-state upsert of one pass into `target`
+/// (`exposures_current`): `INSERT INTO target SELECT ... FROM
 /// stage_current WHERE pass = $1 ON CONFLICT (office_id, exposure_id) DO
 /// UPDATE SET ...`.
 ///

@@ -272,6 +272,9 @@ struct IngestSummary<'a> {
     files: &'a [FileReport],
     files_ingested: usize,
     files_quarantined: usize,
+    /// Files the run did not reach because the database became unusable.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    files_not_reached: Vec<String>,
     totals: IngestStats,
     /// Peak resident memory of this process (Linux; `null` elsewhere).
     peak_rss_bytes: Option<u64>,
@@ -291,7 +294,8 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
     let bar = progress_bar(sizes.iter().sum());
     let mut reports = Vec::with_capacity(files.len());
     let mut done_bytes = 0;
-    for (file, size) in files.iter().zip(&sizes) {
+    let mut stopped = None;
+    for (index, (file, size)) in files.iter().zip(&sizes).enumerate() {
         let progress: Option<ingest::Progress> = bar.clone().map(|bar| {
             let base = done_bytes;
             Arc::new(move |bytes: u64| bar.set_position(base + bytes)) as ingest::Progress
@@ -299,7 +303,15 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
         if let Some(bar) = &bar {
             bar.set_message(file.display().to_string());
         }
-        let report = ingest::ingest_file(db, repo, file, limits, progress).await?;
+        let report = match ingest::ingest_file(db, repo, file, limits, progress).await {
+            Ok(report) => report,
+            Err(e) => {
+                // The database cannot take more: stop, and say which files
+                // were not reached (this one included: nothing of it was kept).
+                stopped = Some((e, index));
+                break;
+            }
+        };
         done_bytes += size;
         if let Some(bar) = &bar {
             bar.set_position(done_bytes);
@@ -324,10 +336,15 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
             FileOutcome::Quarantined { .. } => quarantined += 1,
         }
     }
+    let not_reached: Vec<String> = stopped
+        .as_ref()
+        .map(|(_, index)| files[*index..].iter().map(|f| f.display().to_string()).collect())
+        .unwrap_or_default();
     let summary = IngestSummary {
         files: &reports,
         files_ingested: reports.len() - quarantined,
         files_quarantined: quarantined,
+        files_not_reached: not_reached.clone(),
         totals,
         peak_rss_bytes: peak_rss_bytes(),
     };
@@ -343,6 +360,16 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
             totals.exposures_inserted,
             totals.exposures_updated,
         );
+    }
+    if let Some((e, _)) = stopped {
+        return Err(Fatal {
+            code: 2,
+            message: format!(
+                "{e}\nthe run stopped; {} file(s) not ingested: {}",
+                not_reached.len(),
+                not_reached.join(", ")
+            ),
+        });
     }
     Ok(if quarantined == 0 { 0 } else { 1 })
 }

@@ -328,7 +328,7 @@ enum Stop {
 
 impl crate::Retryable for Stop {
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Database(e) if e.is_retryable())
+        matches!(self, Self::Database(e) if crate::Retryable::is_retryable(e))
     }
 }
 
@@ -384,9 +384,17 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// Ingests one NDJSON file as one unit of work; on any problem with the
 /// file, rolls back and records it in the quarantine instead.
 ///
+/// On DuckDB a file is reported ingested only after its commit and a check,
+/// on a fresh connection, that the audit log holds exactly its new events.
+/// When the DuckDB engine fails (a failed COMMIT, data corruption, an
+/// internal or fatal error, or that check), nothing of the file is kept,
+/// the instance is reopened from disk, and the file is tried once more; if
+/// that fails too, the file is quarantined with `"retryable": true`.
+///
 /// # Errors
-/// Only when the quarantine itself cannot be written (the database is
-/// unusable); every problem of the file is a [`FileOutcome::Quarantined`].
+/// When the quarantine itself cannot be written, or the database became
+/// unusable ([`Error::Unavailable`]: a failed instance could not be
+/// reopened); every problem of the file is a [`FileOutcome::Quarantined`].
 pub async fn ingest_file(
     db: &Database,
     repo: ExposureRepository,
@@ -394,14 +402,78 @@ pub async fn ingest_file(
     limits: Limits,
     progress: Option<Progress>,
 ) -> Result<FileReport, Error> {
+    let (mut attempt, mut events_read) = attempt_file(db, repo, path, limits, &progress).await;
+    if let Err(Stop::Database(first @ Error::EngineFailed(_))) = &attempt {
+        tracing::warn!(
+            file = %path.display(),
+            error = %first,
+            "the database engine failed; trying the file once more on the reopened database"
+        );
+        let first = first_line(first);
+        (attempt, events_read) = attempt_file(db, repo, path, limits, &progress).await;
+        if let Err(Stop::Database(again @ Error::EngineFailed(_))) = attempt {
+            attempt = Err(Stop::Database(Error::EngineFailed(format!(
+                "failed twice, the second time on a freshly reopened database; first: {first}; \
+                 then: {}",
+                first_line(&again)
+            ))));
+        }
+    }
+    let rejection = match attempt {
+        Ok(stats) => {
+            return Ok(FileReport {
+                path: path.to_path_buf(),
+                events_read,
+                outcome: FileOutcome::Ingested { stats },
+            });
+        }
+        Err(Stop::Rejected(rejection)) => rejection,
+        Err(Stop::Database(e @ Error::Unavailable(_))) => return Err(e),
+        Err(Stop::Database(e)) => Rejection {
+            error_type: ErrorType::DatabaseError,
+            message: e.to_string(),
+            details: json!({ "reason": e.to_string(), "retryable": e.is_retryable() }),
+        },
+    };
+    let record = QuarantineRecord {
+        filename: path.display().to_string(),
+        error_type: rejection.error_type.as_str().to_owned(),
+        error_message: rejection.message.clone(),
+        error_details_json: Some(rejection.details.clone()),
+    };
+    repo.quarantine_file(db, record).await?;
+    Ok(FileReport {
+        path: path.to_path_buf(),
+        events_read,
+        outcome: FileOutcome::Quarantined { rejection },
+    })
+}
+
+/// The first line of an error's message (DuckDB appends paragraphs of
+/// advice).
+fn first_line(e: &Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// One attempt at a file: its unit of work (run again after a conflict, on
+/// PostgreSQL) and, on DuckDB, the check of what the commit stored, all in
+/// one writing turn. Returns the outcome and the events read.
+async fn attempt_file(
+    db: &Database,
+    repo: ExposureRepository,
+    path: &Path,
+    limits: Limits,
+    progress: &Option<Progress>,
+) -> (Result<IngestStats, Stop>, u64) {
     let events_read = AtomicU64::new(0);
+    let _turn = db.write_turn().await;
     // On PostgreSQL a concurrent ingest of the same keys can deadlock with
     // this one; the file is then read again from the start.
-    let attempt = crate::retry_conflicts(|| {
+    let committed = crate::retry_conflicts(|| {
         events_read.store(0, Ordering::Relaxed);
         let progress = progress.clone();
         let events_read = &events_read;
-        db.write_transaction(async move |session| -> Result<IngestStats, Stop> {
+        db.transaction(async move |session| -> Result<_, Stop> {
             let file = File::open(path).map_err(|e| Stop::Rejected(Rejection::io(path, &e)))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ExposureEvent>, Rejection>>(
                 CHUNKS_IN_FLIGHT,
@@ -427,38 +499,20 @@ pub async fn ingest_file(
                     details: json!({ "reason": "no non-blank line" }),
                 }));
             }
-            Ok(ingestion.finish().await?)
+            Ok(ingestion.finish_checked().await?)
         })
     })
     .await;
-    let events_read = events_read.into_inner();
-    let rejection = match attempt {
-        Ok(stats) => {
-            return Ok(FileReport {
-                path: path.to_path_buf(),
-                events_read,
-                outcome: FileOutcome::Ingested { stats },
-            });
-        }
-        Err(Stop::Rejected(rejection)) => rejection,
-        Err(Stop::Database(e)) => Rejection {
-            error_type: ErrorType::DatabaseError,
-            message: e.to_string(),
-            details: json!({ "reason": e.to_string(), "retryable": e.is_retryable() }),
-        },
+    let outcome = match committed {
+        Ok((stats, Some(appended))) => repo
+            .check_appended(db, &appended)
+            .await
+            .map(|()| stats)
+            .map_err(Stop::Database),
+        Ok((stats, None)) => Ok(stats),
+        Err(stop) => Err(stop),
     };
-    let record = QuarantineRecord {
-        filename: path.display().to_string(),
-        error_type: rejection.error_type.as_str().to_owned(),
-        error_message: rejection.message.clone(),
-        error_details_json: Some(rejection.details.clone()),
-    };
-    repo.quarantine_file(db, record).await?;
-    Ok(FileReport {
-        path: path.to_path_buf(),
-        events_read,
-        outcome: FileOutcome::Quarantined { rejection },
-    })
+    (outcome, events_read.into_inner())
 }
 
 #[cfg(test)]

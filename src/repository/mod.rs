@@ -39,10 +39,12 @@
 //! update changes no indexed column: see migration
 //! `m20261128_000004_drop_current_indexes_on_duckdb`.)
 
+mod check;
 mod fold;
 mod stage;
 mod statements;
 
+pub use check::Appended;
 pub use stage::event_row;
 
 use std::collections::{HashMap, HashSet};
@@ -256,11 +258,19 @@ impl ExposureRepository {
     /// The database's error while preparing the staging tables.
     pub async fn ingestion<'s>(&self, session: &'s Session) -> Result<Ingestion<'s>> {
         create_staging(session).await?;
+        let appended = match session.engine() {
+            Engine::DuckDb => Some(Appended {
+                events_before: ExposureEvents::find().count(session).await?,
+                ..Appended::default()
+            }),
+            Engine::Postgres => None,
+        };
         Ok(Ingestion {
             repo: *self,
             session,
             folder: Folder::default(),
             pending: Vec::new(),
+            appended,
             stats: IngestStats::default(),
             finished: false,
         })
@@ -311,6 +321,18 @@ impl ExposureRepository {
             }
         }
         upsert_folded(session, folder).await
+    }
+
+    /// Checks, after the commit of an ingestion, that the audit log holds
+    /// exactly what it appended (see [`Ingestion::finish_checked`]): read on
+    /// a fresh connection, the log grew by exactly the appended events, and
+    /// the rows it grew by are the appended ids. A no-op on PostgreSQL.
+    ///
+    /// # Errors
+    /// [`Error::EngineFailed`] when they differ (the DuckDB instance is then
+    /// reopened from disk before its next use), or the database's error.
+    pub async fn check_appended(&self, db: &crate::Database, appended: &Appended) -> Result<()> {
+        check::check_appended(db, appended).await
     }
 
     /// Records a file that failed to ingest.
@@ -433,6 +455,9 @@ pub struct Ingestion<'s> {
     /// PostgreSQL: the new events' ids in input order, in case `finish`
     /// must fold some keys again (see [`revalidate`]).
     pending: Vec<String>,
+    /// DuckDB: what was appended to the audit log, for the check after the
+    /// commit.
+    appended: Option<Appended>,
     stats: IngestStats,
     finished: bool,
 }
@@ -466,6 +491,11 @@ impl Ingestion<'_> {
                 self.pending
                     .extend(new.iter().map(|&i| chunk[i].event_id.clone()));
             }
+            if let Some(appended) = &mut self.appended {
+                for &i in &new {
+                    appended.ids.push(&chunk[i].event_id);
+                }
+            }
             // On PostgreSQL, `finish` locks and re-checks these reads.
             fold_chunk(
                 self.session,
@@ -490,7 +520,17 @@ impl Ingestion<'_> {
     ///
     /// # Errors
     /// The database's error (roll the unit of work back).
-    pub async fn finish(mut self) -> Result<IngestStats> {
+    pub async fn finish(self) -> Result<IngestStats> {
+        Ok(self.finish_checked().await?.0)
+    }
+
+    /// As [`Ingestion::finish`], also returning what was appended to the
+    /// audit log, for [`ExposureRepository::check_appended`] after the
+    /// commit (DuckDB; `None` on PostgreSQL).
+    ///
+    /// # Errors
+    /// As [`Ingestion::finish`].
+    pub async fn finish_checked(mut self) -> Result<(IngestStats, Option<Appended>)> {
         let started = std::time::Instant::now();
         if self.session.engine() == Engine::Postgres {
             let pending = std::mem::take(&mut self.pending);
@@ -504,11 +544,12 @@ impl Ingestion<'_> {
             upsert_ms = started.elapsed().as_millis(),
             "current state written"
         );
-        Ok(IngestStats {
+        let stats = IngestStats {
             exposures_inserted: upserted.inserted,
             exposures_updated: upserted.updated,
             ..self.stats
-        })
+        };
+        Ok((stats, self.appended.take()))
     }
 }
 

@@ -130,6 +130,22 @@ pub(crate) fn append_temp<const N: usize>(
     append_all(appender, rows)
 }
 
+/// Appends `ids` to the one-column temporary table `table` on `conn`.
+///
+/// # Errors
+/// DuckDB's error.
+pub(crate) fn append_ids<'a>(
+    conn: &duckdb::Connection,
+    table: &str,
+    ids: impl Iterator<Item = &'a str>,
+) -> duckdb_adapter::Result<()> {
+    let mut appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
+    for id in ids {
+        appender.append_row([id])?;
+    }
+    Ok(appender.flush()?)
+}
+
 /// Appends event rows (from [`event_row`]) to `exposure_events`, naming the
 /// columns so that a hand-made table with another column order still
 /// receives every value in its column.

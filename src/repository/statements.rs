@@ -24,9 +24,10 @@ pub(crate) enum StageIds {
     Table,
 }
 
-/// The keys of the chunk's new events that the call has not looked up yet.
+/// The ids an ingestion appended, staged after its commit on a fresh
+/// connection to check that they are stored (`check.rs`).
 #[derive(Iden, Clone, Copy)]
-pub(crate) enum StageKeys {
+pub(crate) enum CheckIds {
     Table,
 }
 
@@ -132,6 +133,46 @@ pub(crate) fn create_stage_ids() -> TableCreateStatement {
         .temporary()
         .if_not_exists()
         .col(text(Ev::EventId))
+        .to_owned()
+}
+
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS check_ids (event_id)`.
+pub(crate) fn create_check_ids() -> TableCreateStatement {
+    Table::create()
+        .table(CheckIds::Table)
+        .temporary()
+        .if_not_exists()
+        .col(text(Ev::EventId))
+        .to_owned()
+}
+
+/// `SELECT (SELECT COUNT(*) FROM exposure_events) AS total, (SELECT
+/// COUNT(*) FROM exposure_events WHERE rowid >= $1 AND event_id IN (SELECT
+/// event_id FROM check_ids)) AS found`: the audit log's rows, and how many
+/// of those past the first `events_before` are the checked ids (DuckDB's
+/// `rowid`; see `check.rs`).
+pub(crate) fn count_appended(events_before: u64) -> SelectStatement {
+    let count_all = || Func::count(Expr::col(sea_query::Asterisk));
+    let total = Query::select()
+        .expr(count_all())
+        .from(exposure_event::Entity)
+        .to_owned();
+    let found = Query::select()
+        .expr(count_all())
+        .from(exposure_event::Entity)
+        .and_where(Expr::col(Alias::new("rowid")).gte(i64::try_from(events_before).unwrap_or(i64::MAX)))
+        .and_where(
+            Expr::col(Ev::EventId).in_subquery(
+                Query::select()
+                    .column(Ev::EventId)
+                    .from(CheckIds::Table)
+                    .to_owned(),
+            ),
+        )
+        .to_owned();
+    Query::select()
+        .expr_as(total, Alias::new("total"))
+        .expr_as(found, Alias::new("found"))
         .to_owned()
 }
 
@@ -436,6 +477,16 @@ mod tests {
             r#"SELECT COUNT(pg_advisory_xact_lock($1, "s"."stripe")) AS "locked" FROM (SELECT DISTINCT hashtext("office_id" || "exposure_id") & $2 AS "stripe" FROM "stage_keys" ORDER BY "stripe" ASC) AS "s""#
         );
         assert_eq!(values.0.len(), 2);
+    }
+
+    #[test]
+    fn the_appended_tail_is_counted_with_a_bound_row_id() {
+        let (sql, values) = count_appended(42).build(PostgresQueryBuilder);
+        assert_eq!(
+            sql,
+            r#"SELECT (SELECT COUNT(*) FROM "exposure_events") AS "total", (SELECT COUNT(*) FROM "exposure_events" WHERE "rowid" >= $1 AND "event_id" IN (SELECT "event_id" FROM "check_ids")) AS "found""#
+        );
+        assert_eq!(values.0, vec![Value::BigInt(Some(42))]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `backend_2_Backend__Postgres`).
 
 mod cli;
+mod containment;
 mod cross_backend;
 mod fuzz;
 mod helpers;

@@ -338,7 +338,12 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
     }
     let not_reached: Vec<String> = stopped
         .as_ref()
-        .map(|(_, index)| files[*index..].iter().map(|f| f.display().to_string()).collect())
+        .map(|(_, index)| {
+            files[*index..]
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let summary = IngestSummary {
         files: &reports,

@@ -154,7 +154,11 @@ fn write_file(root: &Connection, o: &Options, file: u64) -> duckdb::Result<()> {
     let result = (|| {
         conn.execute(FOLD, [file as i64])?;
         let replace = o.current == "replace" && file > 0;
-        let target = if replace { "work_current" } else { "exposures_current" };
+        let target = if replace {
+            "work_current"
+        } else {
+            "exposures_current"
+        };
         if replace {
             conn.execute_batch(&format!(
                 "INSERT INTO work_current SELECT {COLUMNS} FROM exposures_current c WHERE EXISTS
@@ -228,10 +232,13 @@ fn fail_commit(o: &Options, limit: &str) -> Result<bool, String> {
              BEGIN TRANSACTION;
              INSERT INTO ev SELECT 'fail_' || i, repeat('y', 50) FROM range(60000) r(i);",
         )?;
-        conn.execute_batch(&format!("SET memory_limit = '{limit}'"))?;
+        conn.execute("SET memory_limit = ?", [limit])?;
         match conn.execute_batch("COMMIT") {
             Ok(()) => println!("  COMMIT succeeded"),
-            Err(e) => println!("  COMMIT failed: {}", e.to_string().lines().next().unwrap_or_default()),
+            Err(e) => println!(
+                "  COMMIT failed: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
         }
         conn.execute_batch(
             "SET memory_limit = '4GB';
@@ -240,7 +247,9 @@ fn fail_commit(o: &Options, limit: &str) -> Result<bool, String> {
         let mut stmt = conn.prepare(
             "SELECT event_id FROM ev WHERE event_id NOT LIKE 'base_%' ORDER BY event_id LIMIT 5",
         )?;
-        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         println!("  rows after the base rows: {rows:?}");
         let stored = count(&conn, "SELECT count(*) FROM ev")?;
         let news = count(&conn, "SELECT count(*) FROM ev WHERE event_id LIKE 'new_%'")?;
@@ -278,7 +287,11 @@ fn main() -> ExitCode {
             }
         }
         println!("limits: {}, wrong rows stored: {wrong}", limits.len());
-        return if wrong == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        return if wrong == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
     }
     let path = o.dir.join(format!("pattern-{}.duckdb", std::process::id()));
     let mut failed = 0;
@@ -297,5 +310,9 @@ fn main() -> ExitCode {
     }
     remove(&path);
     println!("runs: {}, failed: {failed}", o.runs);
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

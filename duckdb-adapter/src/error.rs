@@ -57,16 +57,14 @@ pub enum AdapterError {
 }
 
 /// How the message of [`AdapterError::CommitFailed`] starts.
-const COMMIT_FAILED: &str = "COMMIT failed (nothing of the transaction was stored; the database is reopened from disk)";
+const COMMIT_FAILED: &str =
+    "COMMIT failed (nothing of the transaction was stored; the database is reopened from disk)";
 
 /// DuckDB's own prefixes of errors that say its in-memory state is wrong.
 /// `FATAL` errors also invalidate the instance ("database has been
 /// invalidated because of a previous fatal error").
-const ENGINE_FAILURE_MARKERS: [&str; 3] = [
-    "Data Corruption Error",
-    "INTERNAL Error",
-    "FATAL Error",
-];
+const ENGINE_FAILURE_MARKERS: [&str; 3] =
+    ["Data Corruption Error", "INTERNAL Error", "FATAL Error"];
 
 impl AdapterError {
     /// Whether this error leaves the instance untrustworthy (see
@@ -138,8 +136,7 @@ pub fn error_kind(err: &DbErr) -> ErrorKind {
 pub fn classify_message(message: &str) -> ErrorKind {
     // Checked first and anywhere in the message: a transaction refused
     // because an earlier statement failed quotes that statement's error.
-    if message.contains(COMMIT_FAILED)
-        || ENGINE_FAILURE_MARKERS.iter().any(|m| message.contains(m))
+    if message.contains(COMMIT_FAILED) || ENGINE_FAILURE_MARKERS.iter().any(|m| message.contains(m))
     {
         ErrorKind::EngineFailed
     } else if message.starts_with("transaction rolled back: ") {
@@ -172,9 +169,11 @@ mod tests {
         let corrupt = "Data Corruption Error: Corrupted uncompressed string segment: \
                        dictionary offset 9 exceeds dictionary size 4";
         assert_eq!(classify_message(corrupt), ErrorKind::EngineFailed);
-        let aborted = format!("transaction rolled back: an earlier statement in it failed: {corrupt}");
+        let aborted =
+            format!("transaction rolled back: an earlier statement in it failed: {corrupt}");
         assert_eq!(classify_message(&aborted), ErrorKind::EngineFailed);
-        let invalidated = "FATAL Error: Failed: database has been invalidated because of a previous fatal error.";
+        let invalidated =
+            "FATAL Error: Failed: database has been invalidated because of a previous fatal error.";
         assert_eq!(classify_message(invalidated), ErrorKind::EngineFailed);
         let internal = "INTERNAL Error: Attempted to access index 3 within vector of size 3";
         assert_eq!(classify_message(internal), ErrorKind::EngineFailed);

@@ -289,10 +289,7 @@ impl Instance {
     }
 
     /// The live generation, replacing it first if it failed.
-    fn healthy<'g>(
-        &self,
-        current: &'g mut Option<Generation>,
-    ) -> Result<&'g mut Generation> {
+    fn healthy<'g>(&self, current: &'g mut Option<Generation>) -> Result<&'g mut Generation> {
         let failure = match current.as_ref() {
             None => {
                 return Err(AdapterError::Unavailable(
@@ -308,11 +305,16 @@ impl Instance {
                 )));
             };
             let old = current.take();
-            *current = Some(Generation::new(reopen(path, &self.inner.options, old, &reason)?));
+            *current = Some(Generation::new(reopen(
+                path,
+                &self.inner.options,
+                old,
+                &reason,
+            )?));
         }
-        current.as_mut().ok_or_else(|| {
-            AdapterError::Unavailable("no live instance".to_owned())
-        })
+        current
+            .as_mut()
+            .ok_or_else(|| AdapterError::Unavailable("no live instance".to_owned()))
     }
 
     /// The canonical path of the database file, `None` for an in-memory one.
@@ -447,7 +449,9 @@ fn check_header(path: &Path) -> Result<()> {
         .take(HEADER_PEEK as u64)
         .read_to_end(&mut head)
         .map_err(|e| AdapterError::Open(format!("cannot read '{}': {e}", path.display())))?;
-    if head.is_empty() || head.get(MAGIC_OFFSET..MAGIC_OFFSET + MAGIC.len()) == Some(MAGIC.as_slice()) {
+    if head.is_empty()
+        || head.get(MAGIC_OFFSET..MAGIC_OFFSET + MAGIC.len()) == Some(MAGIC.as_slice())
+    {
         return Ok(());
     }
     let what = if head.starts_with(SQLITE_MAGIC) {

@@ -83,9 +83,12 @@ pub(crate) async fn check_appended(db: &Database, appended: &Appended) -> Result
     let ids = appended.ids.clone();
     conn.with_raw(move |raw| super::stage::append_ids(raw, "check_ids", ids.iter()))
         .await?;
-    let row = ConnectionTrait::query_one(&conn, &statements::count_appended(appended.events_before))
-        .await?
-        .ok_or_else(|| Error::Internal("the check of the appended events returned no row".into()))?;
+    let row =
+        ConnectionTrait::query_one(&conn, &statements::count_appended(appended.events_before))
+            .await?
+            .ok_or_else(|| {
+                Error::Internal("the check of the appended events returned no row".into())
+            })?;
     let total: i64 = row.try_get("", "total")?;
     let found: i64 = row.try_get("", "found")?;
     let expected_total = appended.events_before + appended.len();

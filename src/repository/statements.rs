@@ -128,18 +128,18 @@ fn timestamptz(name: impl IntoIden) -> ColumnDef {
 
 /// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_ids (event_id)`.
 pub(crate) fn create_stage_ids() -> TableCreateStatement {
-    Table::create()
-        .table(StageIds::Table)
-        .temporary()
-        .if_not_exists()
-        .col(text(Ev::EventId))
-        .to_owned()
+    id_table(StageIds::Table)
 }
 
 /// `CREATE TEMPORARY TABLE IF NOT EXISTS check_ids (event_id)`.
 pub(crate) fn create_check_ids() -> TableCreateStatement {
+    id_table(CheckIds::Table)
+}
+
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS table (event_id)`.
+fn id_table(table: impl IntoIden) -> TableCreateStatement {
     Table::create()
-        .table(CheckIds::Table)
+        .table(table)
         .temporary()
         .if_not_exists()
         .col(text(Ev::EventId))
@@ -160,7 +160,9 @@ pub(crate) fn count_appended(events_before: u64) -> SelectStatement {
     let found = Query::select()
         .expr(count_all())
         .from(exposure_event::Entity)
-        .and_where(Expr::col(Alias::new("rowid")).gte(i64::try_from(events_before).unwrap_or(i64::MAX)))
+        .and_where(
+            Expr::col(Alias::new("rowid")).gte(i64::try_from(events_before).unwrap_or(i64::MAX)),
+        )
         .and_where(
             Expr::col(Ev::EventId).in_subquery(
                 Query::select()

@@ -132,13 +132,19 @@ async fn a_failed_commit_never_corrupts_later_files() -> TestResult {
                 Some("ingested") => &with_big,
                 Some("quarantined") => {
                     let rejection = &files[0]["rejection"];
-                    assert_eq!(rejection["error_type"], "database_error", "{limit}: {rejection}");
+                    assert_eq!(
+                        rejection["error_type"], "database_error",
+                        "{limit}: {rejection}"
+                    );
                     let message = rejection["message"].as_str().unwrap_or_default();
                     if message.contains("COMMIT failed") {
                         // Contained: tried again on a fresh instance, and
                         // worth trying again later (with more memory).
                         assert!(message.contains("failed twice"), "{limit}: {message}");
-                        assert_eq!(rejection["details"]["retryable"], true, "{limit}: {message}");
+                        assert_eq!(
+                            rejection["details"]["retryable"], true,
+                            "{limit}: {message}"
+                        );
                         failed_commits.push(limit.clone());
                     }
                     &without_big

@@ -403,19 +403,19 @@ pub async fn ingest_file(
     progress: Option<Progress>,
 ) -> Result<FileReport, Error> {
     let (mut attempt, mut events_read) = attempt_file(db, repo, path, limits, &progress).await;
-    if let Err(Stop::Database(first @ Error::EngineFailed(_))) = &attempt {
+    if let Err(Stop::Database(Error::EngineFailed(first))) = &attempt {
         tracing::warn!(
             file = %path.display(),
             error = %first,
             "the database engine failed; trying the file once more on the reopened database"
         );
-        let first = first_line(first);
+        let first = first_line(first).to_owned();
         (attempt, events_read) = attempt_file(db, repo, path, limits, &progress).await;
-        if let Err(Stop::Database(again @ Error::EngineFailed(_))) = attempt {
+        if let Err(Stop::Database(Error::EngineFailed(again))) = &attempt {
             attempt = Err(Stop::Database(Error::EngineFailed(format!(
                 "failed twice, the second time on a freshly reopened database; first: {first}; \
                  then: {}",
-                first_line(&again)
+                first_line(again)
             ))));
         }
     }
@@ -449,10 +449,10 @@ pub async fn ingest_file(
     })
 }
 
-/// The first line of an error's message (DuckDB appends paragraphs of
+/// The first line of an error message (DuckDB appends paragraphs of
 /// advice).
-fn first_line(e: &Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_owned()
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or_default()
 }
 
 /// One attempt at a file: its unit of work (run again after a conflict, on

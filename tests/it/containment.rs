@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
-use exposure_store::generate::{GenerateOptions, generate};
 use exposure_store::{Database, ExposureRepository};
 use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
 
-use crate::helpers::TestResult;
+use crate::helpers::{TestResult, generated_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
 
@@ -45,14 +44,7 @@ async fn tables(path: &Path) -> TestResult<Tables> {
 }
 
 fn generate_file(path: &Path, events: u64, exposures: u64, seed: u64) -> TestResult<PathBuf> {
-    let options = GenerateOptions {
-        events,
-        exposures,
-        offices: 20,
-        seed,
-    };
-    generate(options, std::fs::File::create(path)?)?;
-    Ok(path.to_path_buf())
+    generated_file(path, events, exposures, 20, seed)
 }
 
 /// Splits the generated lines of `source` into files of `lines` lines.

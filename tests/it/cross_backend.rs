@@ -7,11 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event, quarantined_file};
-use exposure_store::generate::{GenerateOptions, generate};
 use exposure_store::{Database, ExposureEvent};
 use sea_orm::{EntityTrait, QueryOrder};
 
-use crate::helpers::{TestResult, postgres_database};
+use crate::helpers::{TestResult, generated_file, postgres_database};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
 
@@ -53,14 +52,7 @@ async fn tables(db: &Database) -> TestResult<Tables> {
 }
 
 fn generated(path: &Path, events: u64, exposures: u64, seed: u64) -> TestResult<PathBuf> {
-    let options = GenerateOptions {
-        events,
-        exposures,
-        offices: 4,
-        seed,
-    };
-    generate(options, std::fs::File::create(path)?)?;
-    Ok(path.to_path_buf())
+    generated_file(path, events, exposures, 4, seed)
 }
 
 fn ingest(db_args: &[String], files: &[PathBuf]) -> std::io::Result<std::process::Child> {

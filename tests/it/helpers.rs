@@ -177,3 +177,22 @@ pub async fn ingest(
     db.transaction(async |s| repo.ingest_events(s, events).await)
         .await
 }
+
+/// Writes `events` generated events (`exposure-store generate`) over
+/// `exposures` exposures and `offices` offices to `path`.
+pub fn generated_file(
+    path: &std::path::Path,
+    events: u64,
+    exposures: u64,
+    offices: u64,
+    seed: u64,
+) -> TestResult<PathBuf> {
+    let options = exposure_store::generate::GenerateOptions {
+        events,
+        exposures,
+        offices,
+        seed,
+    };
+    exposure_store::generate::generate(options, std::fs::File::create(path)?)?;
+    Ok(path.to_path_buf())
+}

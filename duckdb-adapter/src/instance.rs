@@ -79,8 +79,9 @@ impl Health {
 /// One open DuckDB instance (one `duckdb_open` of the file).
 #[derive(Debug)]
 struct Generation {
-    /// The connection every other connection is cloned from.
-    root: duckdb::Connection,
+    /// The connection every other connection is cloned from; `None` once a
+    /// failed instance let go of it, while its last connections finish.
+    root: Option<duckdb::Connection>,
     /// Shared with every connection of this instance.
     health: Arc<Health>,
     /// Autocommit connections for statements run outside units of work.
@@ -90,10 +91,21 @@ struct Generation {
 impl Generation {
     fn new(root: duckdb::Connection) -> Self {
         Self {
-            root,
+            root: Some(root),
             health: Arc::new(Health::default()),
             idle: Vec::new(),
         }
+    }
+
+    /// A new connection to this instance.
+    fn connect(&self) -> Result<DuckDbConnection> {
+        let root = self.root.as_ref().ok_or_else(|| {
+            AdapterError::Unavailable("the failed instance has not been replaced".to_owned())
+        })?;
+        Ok(DuckDbConnection::new(
+            root.try_clone()?,
+            Arc::clone(&self.health),
+        ))
     }
 }
 
@@ -103,9 +115,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// The settings the file was opened with (kept to reopen it).
     options: InstanceOptions,
-    /// The live instance; `None` after a failed instance could not be
-    /// replaced.
-    current: Mutex<Option<Generation>>,
+    /// The live instance (a failed one until it is replaced).
+    current: Mutex<Generation>,
     /// Serialises schema changes (migrations) made through this instance.
     schema_lock: tokio::sync::Mutex<()>,
     /// Serialises the writers that ask for it (see [`Instance::write_lock`]).
@@ -186,7 +197,7 @@ impl Instance {
         let inner = Arc::new(Inner {
             path: Some(key.clone()),
             options: options.clone(),
-            current: Mutex::new(Some(Generation::new(root))),
+            current: Mutex::new(Generation::new(root)),
             schema_lock: tokio::sync::Mutex::new(()),
             write_lock: tokio::sync::Mutex::new(()),
         });
@@ -206,14 +217,14 @@ impl Instance {
             inner: Arc::new(Inner {
                 path: None,
                 options,
-                current: Mutex::new(Some(Generation::new(root))),
+                current: Mutex::new(Generation::new(root)),
                 schema_lock: tokio::sync::Mutex::new(()),
                 write_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
-    fn current(&self) -> MutexGuard<'_, Option<Generation>> {
+    fn current(&self) -> MutexGuard<'_, Generation> {
         self.inner
             .current
             .lock()
@@ -229,11 +240,8 @@ impl Instance {
     /// replaced; DuckDB's error if the connection cannot be created.
     pub fn connect(&self) -> Result<DuckDbConnection> {
         let mut current = self.current();
-        let generation = self.healthy(&mut current)?;
-        Ok(DuckDbConnection::new(
-            generation.root.try_clone()?,
-            Arc::clone(&generation.health),
-        ))
+        self.replace_if_failed(&mut current)?;
+        current.connect()
     }
 
     /// An idle autocommit connection of the (healthy) instance, or a new
@@ -243,13 +251,10 @@ impl Instance {
     /// As [`Instance::connect`].
     pub fn checkout(&self) -> Result<DuckDbConnection> {
         let mut current = self.current();
-        let generation = self.healthy(&mut current)?;
-        match generation.idle.pop() {
+        self.replace_if_failed(&mut current)?;
+        match current.idle.pop() {
             Some(conn) => Ok(conn),
-            None => Ok(DuckDbConnection::new(
-                generation.root.try_clone()?,
-                Arc::clone(&generation.health),
-            )),
+            None => current.connect(),
         }
     }
 
@@ -262,59 +267,47 @@ impl Instance {
         let Ok(mut current) = self.inner.current.try_lock() else {
             return;
         };
-        if let Some(generation) = current.as_mut()
-            && !conn.in_transaction()
-            && conn.belongs_to(&generation.health)
-            && generation.health.failure().is_none()
-            && generation.idle.len() < MAX_IDLE_CONNECTIONS
+        if !conn.in_transaction()
+            && conn.belongs_to(&current.health)
+            && current.health.failure().is_none()
+            && current.idle.len() < MAX_IDLE_CONNECTIONS
         {
-            generation.idle.push(conn);
+            current.idle.push(conn);
         }
     }
 
     /// Marks the instance failed: it is replaced before its next use.
     pub fn fail(&self, reason: &str) {
-        if let Some(generation) = self.current().as_ref() {
-            generation.health.fail(reason);
-        }
+        self.current().health.fail(reason);
     }
 
     /// Why the live instance failed, if it did (it is replaced at the next
     /// [`Instance::connect`]).
     #[must_use]
     pub fn failure(&self) -> Option<String> {
-        self.current()
-            .as_ref()
-            .and_then(|generation| generation.health.failure())
+        self.current().health.failure()
     }
 
-    /// The live generation, replacing it first if it failed.
-    fn healthy<'g>(&self, current: &'g mut Option<Generation>) -> Result<&'g mut Generation> {
-        let failure = match current.as_ref() {
-            None => {
-                return Err(AdapterError::Unavailable(
-                    "an earlier failure closed it and it could not be reopened".to_owned(),
-                ));
-            }
-            Some(generation) => generation.health.failure(),
-        };
-        if let Some(reason) = failure {
+    /// Replaces the live instance by a fresh one opened from disk if it
+    /// failed.
+    fn replace_if_failed(&self, current: &mut Generation) -> Result<()> {
+        if let Some(reason) = current.health.failure() {
             let Some(path) = &self.inner.path else {
                 return Err(AdapterError::Unavailable(format!(
                     "the in-memory database failed and cannot be reopened: {reason}"
                 )));
             };
-            let old = current.take();
-            *current = Some(Generation::new(reopen(
-                path,
-                &self.inner.options,
-                old,
-                &reason,
-            )?));
+            retire(current, &reason)?;
+            tracing::warn!(path = %path.display(), reason, "reopening the database from disk");
+            let root = open_file(path, &self.inner.options).map_err(|e| {
+                AdapterError::Unavailable(format!(
+                    "the instance failed ({reason}) and reopening '{}' failed: {e}",
+                    path.display()
+                ))
+            })?;
+            *current = Generation::new(root);
         }
-        current
-            .as_mut()
-            .ok_or_else(|| AdapterError::Unavailable("no live instance".to_owned()))
+        Ok(())
     }
 
     /// The canonical path of the database file, `None` for an in-memory one.
@@ -347,49 +340,36 @@ impl Instance {
     }
 }
 
-/// Closes a failed instance and opens the file again.
-///
-/// The failed instance is closed without DuckDB's shutdown checkpoint, so
-/// nothing of its in-memory state reaches the file: the new instance starts
-/// from the file and replays the write-ahead log of committed transactions.
-/// Every connection of the failed instance must be let go first (the
-/// database closes with its last connection), so this waits a little for
-/// connections still held by finishing work; if some are still in use, the
-/// file is not reopened, because two instances of one file lose data.
-fn reopen(
-    path: &Path,
-    options: &InstanceOptions,
-    old: Option<Generation>,
-    reason: &str,
-) -> Result<duckdb::Connection> {
-    if let Some(old) = old {
-        let Generation { root, health, idle } = old;
-        drop(idle);
-        if let Err(e) = root.execute_batch("PRAGMA disable_checkpoint_on_shutdown") {
-            // An invalidated instance refuses every statement; it does not
-            // checkpoint at shutdown either.
-            tracing::debug!(error = %e, "could not turn the shutdown checkpoint off");
-        }
-        drop(root);
-        let waited = Instant::now();
-        while Arc::strong_count(&health) > 1 {
-            if waited.elapsed() > RESET_WAIT {
-                return Err(AdapterError::Unavailable(format!(
-                    "the instance failed ({reason}) and {} of its connections are still in use, \
-                     so the file cannot be reopened safely",
-                    Arc::strong_count(&health) - 1
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+/// Closes a failed instance: drops its idle connections and its root
+/// connection (after turning off DuckDB's shutdown checkpoint, so nothing of
+/// its in-memory state reaches the file; a new instance starts from the file
+/// and replays the write-ahead log of committed transactions), then waits a
+/// little for connections still held by finishing work, since the database
+/// closes with its last connection. If some are still in use the file must
+/// not be opened again (two instances of one file lose data): the error
+/// says so, and the next call tries again.
+fn retire(generation: &mut Generation, reason: &str) -> Result<()> {
+    generation.idle.clear();
+    // The root connection is dropped at the end of this statement. An
+    // invalidated instance refuses the PRAGMA; it does not checkpoint at
+    // shutdown either.
+    if let Some(root) = generation.root.take()
+        && let Err(e) = root.execute_batch("PRAGMA disable_checkpoint_on_shutdown")
+    {
+        tracing::debug!(error = %e, "could not turn the shutdown checkpoint off");
     }
-    tracing::warn!(path = %path.display(), reason, "reopening the database from disk");
-    open_file(path, options).map_err(|e| {
-        AdapterError::Unavailable(format!(
-            "the instance failed ({reason}) and reopening '{}' failed: {e}",
-            path.display()
-        ))
-    })
+    let waited = Instant::now();
+    while Arc::strong_count(&generation.health) > 1 {
+        if waited.elapsed() > RESET_WAIT {
+            return Err(AdapterError::Unavailable(format!(
+                "the instance failed ({reason}) and {} of its connections are still in use, \
+                 so the file cannot be reopened safely yet",
+                Arc::strong_count(&generation.health) - 1
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// Opens `path` with `options`: checks that an existing file is a DuckDB

@@ -308,7 +308,13 @@ async fn a_failed_instance_is_reopened_from_disk() -> TestResult {
     let before = instance.connect()?;
     instance.fail("simulated engine failure");
     assert!(instance.failure().is_some());
-    // The failed instance's last connection must go before it can close.
+    // While a connection of the failed instance is in use, the file is not
+    // opened a second time (two instances of one file lose data)...
+    match instance.connect() {
+        Err(e) => assert!(e.to_string().contains("still in use"), "{e}"),
+        Ok(_) => return Err("a second instance was opened beside a live one".into()),
+    }
+    // ...and once it is let go, the next call replaces the instance.
     drop(before);
     assert_eq!(ingest_in_process(&db, &second).await?, 500);
     assert!(instance.failure().is_none(), "still the failed instance");

@@ -163,14 +163,7 @@ pub(crate) fn count_appended(events_before: u64) -> SelectStatement {
         .and_where(
             Expr::col(Alias::new("rowid")).gte(i64::try_from(events_before).unwrap_or(i64::MAX)),
         )
-        .and_where(
-            Expr::col(Ev::EventId).in_subquery(
-                Query::select()
-                    .column(Ev::EventId)
-                    .from(CheckIds::Table)
-                    .to_owned(),
-            ),
-        )
+        .and_where(id_in(CheckIds::Table))
         .to_owned();
     Query::select()
         .expr_as(total, Alias::new("total"))
@@ -334,6 +327,11 @@ pub(crate) fn clear(table: impl IntoIden) -> sea_query::DeleteStatement {
     Query::delete().from_table(table).to_owned()
 }
 
+/// `event_id IN (SELECT event_id FROM table)`.
+fn id_in(table: impl IntoIden) -> Expr {
+    Expr::col(Ev::EventId).in_subquery(Query::select().column(Ev::EventId).from(table).to_owned())
+}
+
 /// `SELECT event_id FROM exposure_events WHERE event_id IN (SELECT event_id
 /// FROM stage_ids)`: which of the chunk's ids are stored already (including
 /// those appended earlier in the same transaction).
@@ -341,14 +339,7 @@ pub(crate) fn stored_event_ids() -> SelectStatement {
     Query::select()
         .column(Ev::EventId)
         .from(exposure_event::Entity)
-        .and_where(
-            Expr::col(Ev::EventId).in_subquery(
-                Query::select()
-                    .column(Ev::EventId)
-                    .from(StageIds::Table)
-                    .to_owned(),
-            ),
-        )
+        .and_where(id_in(StageIds::Table))
         .to_owned()
 }
 

@@ -505,7 +505,7 @@ async fn attempt_file(
     .await;
     let outcome = match committed {
         Ok((stats, Some(appended))) => repo
-            .check_appended(db, &appended)
+            .check_appended(db, appended)
             .await
             .map(|()| stats)
             .map_err(Stop::Database),

@@ -74,26 +74,28 @@ impl Appended {
 /// are among the appended ids; both must match. A mismatch fails the
 /// instance (it is reopened from disk before its next use) and is returned
 /// as [`Error::EngineFailed`]. A no-op on PostgreSQL.
-pub(crate) async fn check_appended(db: &Database, appended: &Appended) -> Result<()> {
+pub(crate) async fn check_appended(db: &Database, appended: Appended) -> Result<()> {
     let Some(instance) = db.instance() else {
         return Ok(());
     };
+    let (events_before, appended_len) = (appended.events_before, appended.len());
     let conn = instance.connect()?;
     ConnectionTrait::execute(&conn, &statements::create_check_ids()).await?;
-    let ids = appended.ids.clone();
+    // The ids move to the blocking task: no copy of a list that holds a
+    // whole file's ids.
+    let ids = appended.ids;
     conn.with_raw(move |raw| super::stage::append_ids(raw, "check_ids", ids.iter()))
         .await?;
-    let row =
-        ConnectionTrait::query_one(&conn, &statements::count_appended(appended.events_before))
-            .await?
-            .ok_or_else(|| {
-                Error::Internal("the check of the appended events returned no row".into())
-            })?;
+    let row = ConnectionTrait::query_one(&conn, &statements::count_appended(events_before))
+        .await?
+        .ok_or_else(|| {
+            Error::Internal("the check of the appended events returned no row".into())
+        })?;
     let total: i64 = row.try_get("", "total")?;
     let found: i64 = row.try_get("", "found")?;
-    let expected_total = appended.events_before + appended.len();
+    let expected_total = events_before + appended_len;
     if u64::try_from(total).ok() == Some(expected_total)
-        && u64::try_from(found).ok() == Some(appended.len())
+        && u64::try_from(found).ok() == Some(appended_len)
     {
         return Ok(());
     }
@@ -101,10 +103,7 @@ pub(crate) async fn check_appended(db: &Database, appended: &Appended) -> Result
         "after the commit the audit log does not hold exactly the file's new events: \
          expected {} rows ({} before + {} appended), found {total}, of which {found} of the \
          appended ids after the first {}",
-        expected_total,
-        appended.events_before,
-        appended.len(),
-        appended.events_before,
+        expected_total, events_before, appended_len, events_before,
     );
     instance.fail(&reason);
     Err(Error::EngineFailed(reason))

@@ -331,7 +331,7 @@ impl ExposureRepository {
     /// # Errors
     /// [`Error::EngineFailed`] when they differ (the DuckDB instance is then
     /// reopened from disk before its next use), or the database's error.
-    pub async fn check_appended(&self, db: &crate::Database, appended: &Appended) -> Result<()> {
+    pub async fn check_appended(&self, db: &crate::Database, appended: Appended) -> Result<()> {
         check::check_appended(db, appended).await
     }
 

@@ -12,8 +12,9 @@
 //! 4. dashboard reads on the result: `summary` and a filtered `exposures`
 //!    query, median of repeated runs;
 //! 5. on PostgreSQL, when a server is given: (1) and (3) into a new
-//!    database, then a third file split in four, ingested by four processes
-//!    at once, and the dashboard reads.
+//!    database, then four processes at once on a third file split by office
+//!    (disjoint keys) and on a fourth split by line (every key in all four
+//!    parts), and the dashboard reads.
 //!
 //! Settings (environment): `BENCH_EVENTS` (1,000,000), `BENCH_EXPOSURES`
 //! (100,000), `BENCH_OFFICES` (20), `BENCH_MEMORY_LIMIT` (DuckDB memory limit
@@ -180,22 +181,37 @@ fn main() -> Result<()> {
     );
     let pg_new = ingest("(5a) CLI ingest, new database", &pg, &first)?;
     let pg_grown = ingest("(5b) CLI ingest, database holds 1st file", &pg, &second)?;
-    let third = dir.path().join("third.ndjson");
-    generate(
-        GenerateOptions { seed: 3, ..options },
-        std::fs::File::create(&third)?,
-    )?;
-    let parts = split(&third, 4)?;
-    let pg_parallel = cli_ingest(
+    // One writer against four on files of the same shape: split by office
+    // (disjoint keys) and split by line (every key in all four parts).
+    let next_file = |seed: u64| -> Result<PathBuf> {
+        let path = dir.path().join(format!("file{seed}.ndjson"));
+        generate(
+            GenerateOptions { seed, ..options },
+            std::fs::File::create(&path)?,
+        )?;
+        Ok(path)
+    };
+    let by_office = split_by_office(&next_file(3)?, 4)?;
+    let pg_disjoint = cli_ingest(
         &runtime,
-        "(5c) 4 processes at once, a quarter of a 3rd file each",
+        "(5c) 4 processes at once, a 3rd file split by office (disjoint keys)",
         &pg,
-        &parts,
+        &by_office,
         &memory_limit,
         chunk_size,
         options.events,
     )?;
-    print_table(&[&pg_new, &pg_grown, &pg_parallel]);
+    let by_line = split(&next_file(4)?, 4)?;
+    let pg_overlapping = cli_ingest(
+        &runtime,
+        "(5d) 4 processes at once, a 4th file split by line (shared keys)",
+        &pg,
+        &by_line,
+        &memory_limit,
+        chunk_size,
+        options.events,
+    )?;
+    print_table(&[&pg_new, &pg_grown, &pg_disjoint, &pg_overlapping]);
     println!();
     print_ratio(
         "(5a)/(1), PostgreSQL vs DuckDB, new database",
@@ -208,8 +224,13 @@ fn main() -> Result<()> {
         &pg_new,
     );
     print_ratio(
-        "(5c)/(5b), 4 concurrent writers vs 1",
-        &pg_parallel,
+        "(5c)/(5b), 4 concurrent writers vs 1, disjoint offices",
+        &pg_disjoint,
+        &pg_grown,
+    );
+    print_ratio(
+        "(5d)/(5b), 4 concurrent writers vs 1, shared keys",
+        &pg_overlapping,
         &pg_grown,
     );
     runtime.block_on(dashboard(&pg))?;
@@ -278,6 +299,35 @@ fn split(file: &Path, n: usize) -> Result<Vec<PathBuf>> {
         .enumerate()
         .map(|(i, part)| {
             let path = file.with_extension(format!("part{i}.ndjson"));
+            std::fs::write(&path, part.join("\n"))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Splits `file` into `n` files by office: every office's lines go to one
+/// file (office `k` of the sorted list to file `k % n`).
+fn split_by_office(file: &Path, n: usize) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Office<'a> {
+        office_id: &'a str,
+    }
+    let text = std::fs::read_to_string(file)?;
+    let mut offices = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+    for line in text.lines() {
+        let office: Office<'_> = serde_json::from_str(line)?;
+        offices.entry(office.office_id).or_default().push(line);
+    }
+    let mut parts = vec![Vec::new(); n.max(1)];
+    for (k, lines) in offices.into_values().enumerate() {
+        let slot = k % parts.len();
+        parts[slot].extend(lines);
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let path = file.with_extension(format!("office{i}.ndjson"));
             std::fs::write(&path, part.join("\n"))?;
             Ok(path)
         })

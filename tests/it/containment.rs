@@ -5,6 +5,7 @@
 //!
 //! Long runs: `STRESS_RUNS=500 KILL_RUNS=200 cargo test --release --test it containment`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -85,83 +86,101 @@ fn report(output: &Output) -> TestResult<serde_json::Value> {
 
 /// The memory-limit sweep of the failed-COMMIT bug: a 100k-event file that
 /// may not fit DuckDB's memory, then 1 or 3 small files whose keys it also
-/// touches. Under every limit from 32 MB to 64 MB the big file is either
-/// ingested exactly or quarantined (retryable) with nothing of it stored,
-/// and the small files are always stored exactly: both tables equal a clean
-/// run of the files that were reported ingested.
+/// touches, under every limit from 52 MB to 60 MB in steps of half a
+/// megabyte (the limits that make the COMMIT itself fail are few and not
+/// evenly spaced). The big file is either ingested exactly or quarantined
+/// (retryable, when its COMMIT failed) with nothing of it stored; a small
+/// file is ingested, or, at limits too small for it, quarantined by an
+/// out-of-memory error of its own statements; and both tables always equal
+/// a clean run of exactly the files reported ingested. At least one limit
+/// must make the big file's COMMIT fail with a small file ingested after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_never_corrupts_later_files() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let big = generate_file(&dir.path().join("big.ndjson"), 100_000, 20_000, 5)?;
-    let few = generate_file(&dir.path().join("few.ndjson"), 9, 20_000, 6)?;
+    // Many events over few keys: the COMMIT, which copies the transaction's
+    // 100k events into the table, then needs more memory than the
+    // statements before it (with many keys, the current state's upsert
+    // runs out of memory first, in a statement).
+    let big = generate_file(&dir.path().join("big.ndjson"), 100_000, 500, 5)?;
+    let few = generate_file(&dir.path().join("few.ndjson"), 9, 500, 6)?;
     let small = split(&few, dir.path(), "small-", 3)?;
+    let mut all_files = vec![big];
+    all_files.extend(small);
 
+    // Clean runs (no memory limit) of each set of files reported ingested.
+    let mut clean: HashMap<Vec<usize>, _> = HashMap::new();
     let mut failed_commits = Vec::new();
     for smalls in [1, 3] {
-        let small = &small[..smalls];
-        let reference = |name: &str, files: Vec<PathBuf>| -> TestResult<PathBuf> {
-            let path = dir.path().join(format!("{name}-{smalls}.duckdb"));
-            let out = ingest(&path, None, &files)?;
-            assert!(out.status.success(), "reference run {name} failed");
-            Ok(path)
-        };
-        let without_big = tables(&reference("small-only", small.to_vec())?).await?;
-        let mut all_files = vec![big.clone()];
-        all_files.extend_from_slice(small);
-        let with_big = tables(&reference("all", all_files.clone())?).await?;
-
-        for limit_mb in (32..=64).step_by(4) {
-            let db = dir.path().join(format!("sweep-{limit_mb}-{smalls}.duckdb"));
-            let limit = format!("{limit_mb}MB");
-            let out = ingest(&db, Some(&limit), &all_files)?;
+        let files = &all_files[..=smalls];
+        for half_mb in 104..=120 {
+            let db = dir.path().join(format!("sweep-{half_mb}-{smalls}.duckdb"));
+            let limit = format!("{}MB", f64::from(half_mb) / 2.0);
+            let out = ingest(&db, Some(&limit), files)?;
             let report = report(&out)?;
-            let files = report["files"].as_array().cloned().unwrap_or_default();
-            assert_eq!(files.len(), 1 + smalls, "{limit}: {report}");
-            for f in &files[1..] {
-                assert_eq!(f["outcome"], "ingested", "{limit}: a small file: {f}");
-            }
-            let expected = match files[0]["outcome"].as_str() {
-                Some("ingested") => &with_big,
-                Some("quarantined") => {
-                    let rejection = &files[0]["rejection"];
-                    assert_eq!(
-                        rejection["error_type"], "database_error",
-                        "{limit}: {rejection}"
-                    );
-                    let message = rejection["message"].as_str().unwrap_or_default();
-                    if message.contains("COMMIT failed") {
-                        // Contained: tried again on a fresh instance, and
-                        // worth trying again later (with more memory).
-                        assert!(message.contains("failed twice"), "{limit}: {message}");
-                        assert_eq!(
-                            rejection["details"]["retryable"], true,
-                            "{limit}: {message}"
-                        );
-                        failed_commits.push(limit.clone());
-                    }
-                    &without_big
+            let outcomes = report["files"].as_array().cloned().unwrap_or_default();
+            assert_eq!(outcomes.len(), files.len(), "{limit}: {report}");
+            let mut ingested = Vec::new();
+            let mut commit_failed = false;
+            for (i, f) in outcomes.iter().enumerate() {
+                if f["outcome"] == "ingested" {
+                    ingested.push(i);
+                    continue;
                 }
-                other => return Err(format!("{limit}: outcome {other:?}").into()),
-            };
+                let rejection = &f["rejection"];
+                assert_eq!(
+                    rejection["error_type"], "database_error",
+                    "{limit}: {rejection}"
+                );
+                let message = rejection["message"].as_str().unwrap_or_default();
+                if message.contains("COMMIT failed") {
+                    assert_eq!(i, 0, "{limit}: a small file's COMMIT failed: {message}");
+                    // Contained: tried again on a fresh instance, and
+                    // worth trying again later (with more memory).
+                    assert!(message.contains("failed twice"), "{limit}: {message}");
+                    assert_eq!(
+                        rejection["details"]["retryable"], true,
+                        "{limit}: {message}"
+                    );
+                    commit_failed = true;
+                } else {
+                    assert!(
+                        message.contains("Out of Memory") || message.contains("failed to pin"),
+                        "{limit}: file {i}: {message}"
+                    );
+                }
+            }
+            if commit_failed && ingested.iter().any(|&i| i > 0) {
+                failed_commits.push(format!("{limit} with {smalls} small file(s)"));
+            }
+            if !clean.contains_key(&ingested) {
+                let path = dir.path().join(format!("clean-{}.duckdb", clean.len()));
+                let chosen: Vec<PathBuf> = ingested.iter().map(|&i| all_files[i].clone()).collect();
+                let out = ingest(&path, None, &chosen)?;
+                assert!(out.status.success(), "clean run of {ingested:?} failed");
+                clean.insert(ingested.clone(), tables(&path).await?);
+            }
             let stored = tables(&db).await?;
+            let expected = &clean[&ingested];
             assert_eq!(
                 stored.0.len(),
                 expected.0.len(),
-                "{limit}, {smalls} small file(s): events stored"
+                "{limit}, files {ingested:?} ingested: events stored"
             );
             assert!(
                 &stored == expected,
-                "{limit}, {smalls} small file(s): the tables differ from a clean run of the \
-                 files reported ingested"
+                "{limit}, files {ingested:?} ingested: the tables differ from a clean run \
+                 of those files"
             );
         }
     }
-    // The sweep only proves something if some limits make the COMMIT fail
-    // (on this machine: 52 and 56 MB; lower limits fail earlier, in a
-    // statement, higher ones succeed).
+    // The sweep only proves something if some limit makes the big file's
+    // COMMIT fail and a later file is then stored (on this machine: 56.5 MB
+    // among others; lower limits fail earlier, in a statement, higher ones
+    // succeed).
     assert!(
         !failed_commits.is_empty(),
-        "no memory limit made the big file's COMMIT fail; the sweep tested nothing"
+        "no memory limit made the big file's COMMIT fail before an ingested small file; \
+         the sweep tested nothing"
     );
     Ok(())
 }

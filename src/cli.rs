@@ -1,8 +1,9 @@
 //! The `exposure-store` command line: what an operator runs.
 //!
 //! Exit status: 0 when everything worked (for `ingest`: every file was
-//! ingested), 1 when any file was quarantined, 2 for usage errors and when
-//! the database cannot be opened or migrated.
+//! ingested), 1 when any file was quarantined (`ingest`) or the database
+//! is not what its log says (`verify`), 2 for usage errors and when the
+//! database cannot be opened, migrated or read.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ use crate::generate::{GenerateOptions, generate};
 use crate::ingest::{self, FileOutcome, FileReport, Limits};
 use crate::migration::commands::{MigrateCommand, render};
 use crate::repository::{
-    DEFAULT_CHUNK_SIZE, ExposureFilter, ExposureRepository, IngestStats, Page,
+    DEFAULT_CHUNK_SIZE, Difference, DifferenceKind, ExposureFilter, ExposureRepository,
+    IngestStats, Page,
 };
 use crate::{Database, Error};
 
@@ -68,6 +70,20 @@ pub enum Command {
     /// List quarantined files and why they failed.
     Quarantine {
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every table and check the current state against the audit log
+    /// (exit 1 when anything differs).
+    Verify {
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace what differs in the current state with the state computed
+    /// from the audit log, in one transaction.
+    Rebuild {
+        /// Print what changed as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -237,6 +253,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Command::Exposures(args) => exposures_command(&open(true).await?, &args).await,
         Command::Summary { json } => summary_command(&open(true).await?, json).await,
         Command::Quarantine { json } => quarantine_command(&open(true).await?, json).await,
+        Command::Verify { json } => verify_command(&open(true).await?, json).await,
+        Command::Rebuild { json } => rebuild_command(&open(true).await?, json).await,
     }
 }
 
@@ -529,5 +547,110 @@ async fn quarantine_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
             q.error_message
         )?;
     }
+    Ok(0)
+}
+
+/// At most this many differences are listed as text (all of them with
+/// `--json`).
+const DIFFERENCES_SHOWN: usize = 20;
+
+fn write_differences(out: &mut impl Write, differences: &[Difference]) -> std::io::Result<()> {
+    for d in differences.iter().take(DIFFERENCES_SHOWN) {
+        write!(
+            out,
+            "  {} {}/{}",
+            d.kind.as_str(),
+            d.office_id,
+            d.exposure_id
+        )?;
+        if d.columns.is_empty() {
+            writeln!(out)?;
+        } else {
+            writeln!(out, ": {}", d.columns.join(", "))?;
+        }
+    }
+    if differences.len() > DIFFERENCES_SHOWN {
+        writeln!(
+            out,
+            "  ... and {} more (--json lists all)",
+            differences.len() - DIFFERENCES_SHOWN
+        )?;
+    }
+    Ok(())
+}
+
+async fn verify_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+    let report = db
+        .transaction(async |s| ExposureRepository::default().verify(s).await)
+        .await?;
+    let code = if report.is_clean() { 0 } else { 1 };
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(code);
+    }
+    let read = format!(
+        "{} events, {} current exposures, {} quarantined files read",
+        report.events, report.exposures, report.quarantined_files
+    );
+    if report.is_clean() {
+        writeln!(
+            out,
+            "ok: {read}; ids and keys unique; the current state is the log's"
+        )?;
+        return Ok(code);
+    }
+    writeln!(out, "verify found problems ({read}):")?;
+    if !report.duplicate_event_ids.is_empty() {
+        writeln!(
+            out,
+            "event ids stored more than once: {}",
+            report.duplicate_event_ids.join(", ")
+        )?;
+    }
+    if !report.duplicate_keys.is_empty() {
+        let keys: Vec<String> = report
+            .duplicate_keys
+            .iter()
+            .map(|(o, x)| format!("{o}/{x}"))
+            .collect();
+        writeln!(
+            out,
+            "current keys stored more than once: {}",
+            keys.join(", ")
+        )?;
+    }
+    if !report.differences.is_empty() {
+        writeln!(
+            out,
+            "{} key(s) differ from the state the audit log gives (exposure-store rebuild replaces them):",
+            report.differences.len()
+        )?;
+        write_differences(&mut out, &report.differences)?;
+    }
+    Ok(code)
+}
+
+async fn rebuild_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+    let report = db
+        .write_transaction(async |s| ExposureRepository::default().rebuild(s).await)
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(0);
+    }
+    if report.changed.is_empty() {
+        writeln!(out, "nothing to change: the current state is the log's")?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "rebuilt: {} key(s) updated, {} inserted, {} removed",
+        report.count(DifferenceKind::Differs),
+        report.count(DifferenceKind::Missing),
+        report.count(DifferenceKind::Unexpected),
+    )?;
+    write_differences(&mut out, &report.changed)?;
     Ok(0)
 }

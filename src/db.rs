@@ -246,7 +246,32 @@ impl Database {
             Inner::DuckDb(instance) => migration::commands::run_on_duckdb(instance, command).await,
             Inner::Postgres(pg) => migration::commands::run_on_postgres(&pg.url, command).await,
         };
-        result.map_err(Error::Migration)
+        let states = result.map_err(Error::Migration)?;
+        self.fill_provenance(&states).await?;
+        Ok(states)
+    }
+
+    /// Once migration 5 (`add_current_provenance`) is applied, rows stored
+    /// before it have no provenance: computes them from the audit log
+    /// ([`ExposureRepository::rebuild`](crate::ExposureRepository::rebuild)),
+    /// in one unit of work. Does nothing (one probe) on any other database.
+    async fn fill_provenance(&self, states: &[MigrationState]) -> Result<()> {
+        let provenance = states
+            .iter()
+            .any(|m| m.applied && m.name.ends_with("_add_current_provenance"));
+        if !provenance || !crate::repository::lacks_provenance(self).await? {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let report = self
+            .write_transaction(async |s| crate::ExposureRepository::default().rebuild(s).await)
+            .await?;
+        tracing::info!(
+            keys = report.changed.len(),
+            ms = started.elapsed().as_millis(),
+            "provenance of the current state computed from the audit log"
+        );
+        Ok(())
     }
 
     /// Starts a unit of work on a dedicated connection. Prefer
@@ -319,9 +344,10 @@ impl Database {
     /// that take turns never conflict. Ingesting uses this.
     ///
     /// On PostgreSQL they run concurrently, from any number of tasks and
-    /// processes: the repository locks the keys it writes, so results are
-    /// exact, and a deadlock between two units of work fails one of them
-    /// with [`Error::Conflict`] (`is_retryable`), to be run again.
+    /// processes: the repository's merge of the current state gives the
+    /// same result in any order, and a deadlock between two units of work
+    /// fails one of them with [`Error::Conflict`] (`is_retryable`), to be
+    /// run again.
     ///
     /// # Errors
     /// As [`Database::transaction`].

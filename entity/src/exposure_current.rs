@@ -4,6 +4,14 @@
 //! whenever a new event for that exposure is applied. It is derived from the
 //! audit log in [`exposure_events`](crate::exposure_event) and answers "what is
 //! exposed right now" without scanning the whole log.
+//!
+//! It is a function of the log alone: order a key's events by `(timestamp,
+//! event_id)`; `first_seen`/`last_seen` are the earliest and latest
+//! timestamps, the other required columns come from the greatest event, and
+//! each optional detail from the greatest event in which it is not NULL.
+//! The `*_seen_at`/`*_event_id` columns record which event each detail came
+//! from (its provenance), so that merging new events into a stored row
+//! gives the same result in any arrival order.
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -54,6 +62,52 @@ pub struct Model {
     pub service_product: Option<String>,
     /// Version of the service product, if identified.
     pub service_version: Option<String>,
+    /// Id of the latest event: of the events of this key, the greatest by
+    /// `(timestamp, event_id)` (ids compared byte-wise). `exposure_class`,
+    /// `status`, `severity`, `event_action`, `risk_score` and `asset_id`
+    /// are its values; `last_seen` is its timestamp. `None` only on rows
+    /// written before migration 5 until `exposure-store init` fills them.
+    pub last_event_id: Option<String>,
+    /// When the event `hostname` comes from happened (the greatest event with a
+    /// host name); `None` when `hostname` is `None`.
+    pub hostname_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `hostname` comes from; `None` when `hostname` is `None`.
+    pub hostname_event_id: Option<String>,
+    /// When the event `asset_ip` comes from happened (the greatest event with a
+    /// asset IP address); `None` when `asset_ip` is `None`.
+    pub asset_ip_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `asset_ip` comes from; `None` when `asset_ip` is `None`.
+    pub asset_ip_event_id: Option<String>,
+    /// When the event `dst_ip` comes from happened (the greatest event with a
+    /// destination IP address); `None` when `dst_ip` is `None`.
+    pub dst_ip_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `dst_ip` comes from; `None` when `dst_ip` is `None`.
+    pub dst_ip_event_id: Option<String>,
+    /// When the event `dst_port` comes from happened (the greatest event with a
+    /// destination port); `None` when `dst_port` is `None`.
+    pub dst_port_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `dst_port` comes from; `None` when `dst_port` is `None`.
+    pub dst_port_event_id: Option<String>,
+    /// When the event `protocol` comes from happened (the greatest event with a
+    /// protocol); `None` when `protocol` is `None`.
+    pub protocol_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `protocol` comes from; `None` when `protocol` is `None`.
+    pub protocol_event_id: Option<String>,
+    /// When the event `service_name` comes from happened (the greatest event with a
+    /// service name); `None` when `service_name` is `None`.
+    pub service_name_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `service_name` comes from; `None` when `service_name` is `None`.
+    pub service_name_event_id: Option<String>,
+    /// When the event `service_product` comes from happened (the greatest event with a
+    /// service product); `None` when `service_product` is `None`.
+    pub service_product_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `service_product` comes from; `None` when `service_product` is `None`.
+    pub service_product_event_id: Option<String>,
+    /// When the event `service_version` comes from happened (the greatest event with a
+    /// service version); `None` when `service_version` is `None`.
+    pub service_version_seen_at: Option<DateTimeUtc>,
+    /// Id of the event `service_version` comes from; `None` when `service_version` is `None`.
+    pub service_version_event_id: Option<String>,
 }
 
 /// `exposures_current` has no relations.

@@ -16,6 +16,7 @@ mod m20261128_000001_create_exposure_events;
 mod m20261128_000002_create_exposures_current;
 mod m20261128_000003_create_quarantined_files;
 mod m20261128_000004_drop_current_indexes_on_duckdb;
+mod m20261128_000005_add_current_provenance;
 
 /// Sends logs to stderr, filtered by `RUST_LOG` (default `warn`): the set-up
 /// of both binaries, `exposure-store` and this crate's.
@@ -40,6 +41,23 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_create_exposures_current::Migration),
             Box::new(m20261128_000003_create_quarantined_files::Migration),
             Box::new(m20261128_000004_drop_current_indexes_on_duckdb::Migration),
+            Box::new(m20261128_000005_add_current_provenance::Migration),
         ]
     }
+}
+
+/// Whether the migration runs on DuckDB: both engines speak the PostgreSQL
+/// dialect here, but only PostgreSQL's `version()` says "PostgreSQL".
+async fn on_duckdb(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    use sea_orm_migration::sea_orm::{ConnectionTrait as _, Statement};
+    let conn = manager.get_connection();
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT version() AS v",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("SELECT version() returned no row".to_owned()))?;
+    let version: String = row.try_get("", "v")?;
+    Ok(!version.starts_with("PostgreSQL"))
 }

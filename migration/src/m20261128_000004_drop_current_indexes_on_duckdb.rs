@@ -13,8 +13,8 @@
 //! which takes milliseconds at this size (one row per exposure) thanks to
 //! DuckDB's columnar scans and zone maps.
 
+use crate::on_duckdb;
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
 
 /// The secondary indexes of migration 2, as (name, columns).
 const INDEXES: [(&str, &[ExposuresCurrent]); 3] = [
@@ -35,21 +35,6 @@ const INDEXES: [(&str, &[ExposuresCurrent]); 3] = [
 /// Drops the secondary indexes of `exposures_current` on DuckDB.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-/// Whether the connection is DuckDB: both engines speak the PostgreSQL
-/// dialect here, but only PostgreSQL's `version()` says "PostgreSQL".
-async fn on_duckdb(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
-    let conn = manager.get_connection();
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            "SELECT version() AS v",
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("SELECT version() returned no row".to_owned()))?;
-    let version: String = row.try_get("", "v")?;
-    Ok(!version.starts_with("PostgreSQL"))
-}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

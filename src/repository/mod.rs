@@ -4,50 +4,48 @@
 //! ([`Session`]), so a whole call is one transaction: all of it or none of
 //! it. The rules (`fold.rs`) and every statement (`statements.rs`, built
 //! with sea-query) are the same on both engines; what differs is how rows
-//! reach the database in bulk and when keys are locked.
+//! reach the database in bulk.
 //!
-//! On DuckDB, per chunk of events, it
+//! Per chunk of events, an ingest
 //!
 //! 1. drops repeats of an event id within the chunk;
-//! 2. stages the chunk's ids with DuckDB's Appender and looks up which are
-//!    stored already (a repeat from an earlier chunk of the same call is
-//!    stored by then, so it is found too); those are skipped;
-//! 3. appends the new events straight to `exposure_events` with the
-//!    Appender (the audit log needs no upsert: which ids are new is known);
-//! 4. folds the new events into one row per key (`fold.rs` explains the
-//!    rules and why), looking up the stored `last_seen` of keys the call
-//!    has not seen yet.
+//! 2. appends the events whose ids are not stored yet to `exposure_events`.
+//!    On DuckDB it stages the chunk's ids with the Appender, looks up which
+//!    are stored already (a repeat from an earlier chunk of the same call is
+//!    stored by then, so it is found too) and appends only the new events
+//!    with the Appender. On PostgreSQL, where other processes write at the
+//!    same time, `INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING
+//!    event_id` (multi-row statements) says which were new, even when
+//!    another writer stores the same event concurrently;
+//! 3. folds the new events into one row per key (`fold.rs`): no read of the
+//!    stored state is needed, because the current state is a function of
+//!    the stored events and the fold of a batch merges into it in any order.
 //!
-//! On PostgreSQL, where other processes write at the same time, per chunk
-//! it drops repeats and inserts the events with `INSERT ... ON CONFLICT
-//! (event_id) DO NOTHING RETURNING event_id` (multi-row statements), which
-//! says which were new even when another writer stores the same event
-//! concurrently, then folds them as on DuckDB. Before the current state is
-//! written, every key the call touched is locked at once, in ascending
-//! order, and its stored `last_seen` read again; keys another writer
-//! changed since the fold read them are folded again from the call's events
-//! (`revalidate`). Holding the locks to the commit makes the result that
-//! of some serial order of the writers; taking them all at once keeps
-//! writers from deadlocking on keys.
-//!
-//! When the call ends, the folded rows are staged once and upserted into
-//! `exposures_current` with `INSERT ... SELECT ... ON CONFLICT (office_id,
-//! exposure_id) DO UPDATE SET ... COALESCE/GREATEST/LEAST/CASE`, after a
-//! *fill* update only when late events fill NULL details: every statement
-//! carries at most one row per key, and each key is written once per call,
-//! in place. (On DuckDB, `exposures_current` has no secondary index, so an
-//! update changes no indexed column: see migration
+//! When the call ends, the folded rows are staged once and merged into
+//! `exposures_current` with one `INSERT ... SELECT ... ON CONFLICT
+//! (office_id, exposure_id) DO UPDATE SET ...` that compares provenance
+//! (`statements::upsert_current`): each key is written once per call, in
+//! place. Concurrent PostgreSQL writers need no locks beyond the row locks
+//! of that statement. (On DuckDB, `exposures_current` has no secondary
+//! index, so the update changes no indexed column: see migration
 //! `m20261128_000004_drop_current_indexes_on_duckdb`.)
+//!
+//! `state.rs` computes the same state from the log with one set-based
+//! statement, for [`ExposureRepository::verify`] and
+//! [`ExposureRepository::rebuild`].
 
 mod check;
 mod fold;
 mod stage;
+mod state;
 mod statements;
 
 pub use check::Appended;
 pub use stage::event_row;
+pub(crate) use state::lacks_provenance;
+pub use state::{Difference, DifferenceKind, RebuildReport, VerifyReport};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -58,11 +56,10 @@ use sea_query::Alias;
 use serde::Serialize;
 
 use self::fold::Folder;
-use self::fold::Key;
-use self::statements::{StageCurrent, StageIds, StageKeys};
+use self::statements::{StageCurrent, StageIds};
 use crate::db::{Engine, Session};
 use crate::entity::prelude::*;
-use crate::entity::{exposure_current, exposure_event, quarantined_file};
+use crate::entity::{exposure_current, quarantined_file};
 use crate::error::{Error, Result};
 use crate::event::ExposureEvent;
 
@@ -269,7 +266,6 @@ impl ExposureRepository {
             repo: *self,
             session,
             folder: Folder::default(),
-            pending: Vec::new(),
             appended,
             stats: IngestStats::default(),
             finished: false,
@@ -297,11 +293,14 @@ impl ExposureRepository {
                 .extend(new.into_iter().map(|i| offset + i));
             offset += chunk.len();
         }
+        drop_staging(session).await?;
         Ok(out)
     }
 
-    /// Applies `events` to `exposures_current` (whether or not they are in
-    /// the audit log), with the rules described in the module docs.
+    /// Merges `events` into `exposures_current` (whether or not they are in
+    /// the audit log), with the rules of the module docs. Applying events
+    /// that are not in the log makes the current state differ from the
+    /// log's ([`ExposureRepository::verify`] reports it).
     ///
     /// # Errors
     /// The database's error.
@@ -312,15 +311,12 @@ impl ExposureRepository {
     ) -> Result<UpsertedExposures> {
         create_staging(session).await?;
         let mut folder = Folder::default();
-        if session.engine() == Engine::Postgres {
-            // All keys locked at once, before any is read (see `revalidate`).
-            fold_chunk(session, &mut folder, events.iter(), Lock::Keys).await?;
-        } else {
-            for chunk in events.chunks(self.chunk_size) {
-                fold_chunk(session, &mut folder, chunk.iter(), Lock::No).await?;
-            }
+        for e in events {
+            folder.push(e);
         }
-        upsert_folded(session, folder).await
+        let upserted = upsert_folded(session, folder).await?;
+        drop_staging(session).await?;
+        Ok(upserted)
     }
 
     /// Checks, after the commit of an ingestion, that the audit log holds
@@ -333,6 +329,30 @@ impl ExposureRepository {
     /// reopened from disk before its next use), or the database's error.
     pub async fn check_appended(&self, db: &crate::Database, appended: Appended) -> Result<()> {
         check::check_appended(db, appended).await
+    }
+
+    /// Checks the database against the rules, inside the session (one
+    /// snapshot): reads every value of every table (a damaged block fails
+    /// here, not in a dashboard), looks for event ids and current keys
+    /// stored twice, and recomputes the current state from the audit log
+    /// with one set-based statement, reporting every key that differs.
+    ///
+    /// # Errors
+    /// The database's error, for example a damaged block it could not read.
+    pub async fn verify(&self, session: &Session) -> Result<VerifyReport> {
+        state::verify(session).await
+    }
+
+    /// Replaces what differs in `exposures_current` with the state computed
+    /// from the audit log, inside the session's unit of work: keys that
+    /// differ are updated in place, missing ones inserted, keys without
+    /// events removed. Returns what it changed (nothing on a database that
+    /// [`ExposureRepository::verify`] finds clean).
+    ///
+    /// # Errors
+    /// The database's error; the unit of work must then be rolled back.
+    pub async fn rebuild(&self, session: &Session) -> Result<RebuildReport> {
+        state::rebuild(session).await
     }
 
     /// Records a file that failed to ingest.
@@ -452,9 +472,6 @@ pub struct Ingestion<'s> {
     session: &'s Session,
     /// The current state of every key touched so far, written by `finish`.
     folder: Folder,
-    /// PostgreSQL: the new events' ids in input order, in case `finish`
-    /// must fold some keys again (see [`revalidate`]).
-    pending: Vec<String>,
     /// DuckDB: what was appended to the audit log, for the check after the
     /// commit.
     appended: Option<Appended>,
@@ -487,23 +504,14 @@ impl Ingestion<'_> {
             let appended = started.elapsed();
             self.stats.events_inserted += new.len() as u64;
             self.stats.events_skipped += (chunk.len() - new.len()) as u64;
-            if self.session.engine() == Engine::Postgres {
-                self.pending
-                    .extend(new.iter().map(|&i| chunk[i].event_id.clone()));
-            }
             if let Some(appended) = &mut self.appended {
                 for &i in &new {
                     appended.ids.push(&chunk[i].event_id);
                 }
             }
-            // On PostgreSQL, `finish` locks and re-checks these reads.
-            fold_chunk(
-                self.session,
-                &mut self.folder,
-                new.iter().map(|&i| &chunk[i]),
-                Lock::No,
-            )
-            .await?;
+            for &i in &new {
+                self.folder.push(&chunk[i]);
+            }
             tracing::debug!(
                 events = chunk.len(),
                 new = new.len(),
@@ -532,11 +540,8 @@ impl Ingestion<'_> {
     /// As [`Ingestion::finish`].
     pub async fn finish_checked(mut self) -> Result<(IngestStats, Option<Appended>)> {
         let started = std::time::Instant::now();
-        if self.session.engine() == Engine::Postgres {
-            let pending = std::mem::take(&mut self.pending);
-            revalidate(self.session, &mut self.folder, &pending).await?;
-        }
         let upserted = upsert_folded(self.session, std::mem::take(&mut self.folder)).await?;
+        drop_staging(self.session).await?;
         self.finished = true;
         tracing::debug!(
             inserted = upserted.inserted,
@@ -553,8 +558,19 @@ impl Ingestion<'_> {
     }
 }
 
+/// Drops what [`create_staging`] created (see
+/// [`statements::drop_temporary`]).
+async fn drop_staging(session: &Session) -> Result<()> {
+    session
+        .execute(&statements::drop_temporary(StageCurrent::Table))
+        .await?;
+    session
+        .execute(&statements::drop_temporary(StageIds::Table))
+        .await?;
+    Ok(())
+}
+
 async fn create_staging(session: &Session) -> Result<()> {
-    session.execute(&statements::create_stage_keys()).await?;
     session.execute(&statements::create_stage_current()).await?;
     if session.engine() == Engine::DuckDb {
         session.execute(&statements::create_stage_ids()).await?;
@@ -638,242 +654,73 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
     Ok(new)
 }
 
-/// Folds new events into `folder`, first looking up (and with
-/// [`Lock::Keys`], locking) the stored `last_seen` of the keys the folder
-/// does not know yet.
-async fn fold_chunk<'a>(
-    session: &Session,
-    folder: &mut Folder,
-    events: impl Iterator<Item = &'a ExposureEvent> + Clone,
-    lock: Lock,
-) -> Result<()> {
-    let mut unknown: HashSet<(&str, &str)> = HashSet::new();
-    for e in events.clone() {
-        if !folder.knows(&e.office_id, &e.exposure_id) {
-            unknown.insert((e.office_id.as_str(), e.exposure_id.as_str()));
-        }
-    }
-    let stored = stored_last_seen(session, unknown, lock).await?;
-    fold_with(folder, &stored, events);
-    Ok(())
-}
+/// Writes the folded rows to `exposures_current`: stages them once, then
+/// merges them in place with one upsert (`statements::upsert_current`).
+/// (Deleting the stored rows and inserting the merged ones instead made
+/// DuckDB 2.0.0 corrupt its in-memory segments; see the README's
+/// *Reliability* section.)
+/// Folded rows staged per batch (see [`upsert_folded`]).
+const STAGE_BATCH: usize = 5_000;
 
-/// PostgreSQL, before the current state is written: locks every key the
-/// ingestion folded (one statement, in ascending order) and reads their
-/// stored `last_seen` again. Keys whose value changed since the fold read
-/// it, because another writer committed in between, are folded again from
-/// the ingestion's events, read back from the audit log in input order.
-///
-/// Holding the keys from this read to the commit makes concurrent writers
-/// exact: the fold decides from the stored `last_seen` which events are
-/// late. Taking all of a call's locks at once, at the end, keeps writers
-/// from deadlocking on keys: none waits for a key while holding others it
-/// took earlier. And the common case costs one statement: the fold's own
-/// reads, per chunk and without locks, are usually still true.
-async fn revalidate(session: &Session, folder: &mut Folder, pending: &[String]) -> Result<()> {
-    const READ_BACK: usize = 5_000;
-    let assumed: Vec<(&str, &str, Option<i64>)> = folder.assumed().collect();
-    let keys = assumed.iter().map(|&(o, x, _)| (o, x)).collect();
-    let stored = stored_last_seen(session, keys, Lock::Keys).await?;
-    let stale: HashSet<Key> = assumed
-        .iter()
-        .filter(|&&(o, x, was)| stored.get(&(o.to_owned(), x.to_owned())).copied() != was)
-        .map(|&(o, x, _)| (o.to_owned(), x.to_owned()))
-        .collect();
-    if stale.is_empty() {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    folder.forget(&stale);
-    for ids in pending.chunks(READ_BACK) {
-        // Only the columns the fold reads: decoding the JSON payloads back
-        // would cost more than the rest of the read.
-        let mut by_id: HashMap<String, ExposureEvent> = ExposureEvents::find()
-            .select_only()
-            .columns(statements::EVENT_COLUMNS.into_iter().filter(|c| {
-                !matches!(
-                    c,
-                    exposure_event::Column::RawPayloadJson | exposure_event::Column::ScanRunId
-                )
-            }))
-            .filter(exposure_event::Column::EventId.is_in(ids.iter().map(String::as_str)))
-            .into_model::<FoldedEvent>()
-            .all(session)
-            .await?
-            .into_iter()
-            .map(|e| (e.event_id.clone(), ExposureEvent::from(e)))
-            .collect();
-        let events = ids
-            .iter()
-            .map(|id| {
-                by_id.remove(id).ok_or_else(|| {
-                    Error::Internal(format!("event {id} vanished from the audit log"))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let of_stale = events
-            .iter()
-            .filter(|e| stale.contains(&(e.office_id.clone(), e.exposure_id.clone())));
-        fold_with(folder, &stored, of_stale);
-    }
-    tracing::debug!(
-        keys = stale.len(),
-        events = pending.len(),
-        read_back_ms = started.elapsed().as_millis(),
-        "keys changed by a concurrent writer folded again"
-    );
-    Ok(())
-}
-
-/// An event as the fold reads it back: without `scan_run_id` and the
-/// payload, which the current state does not keep.
-#[derive(Debug, FromQueryResult)]
-struct FoldedEvent {
-    event_id: String,
-    timestamp: DateTime<Utc>,
-    office_id: String,
-    asset_id: String,
-    exposure_id: String,
-    exposure_class: String,
-    event_action: EventAction,
-    status: Status,
-    severity: Severity,
-    risk_score: f64,
-    hostname: Option<String>,
-    asset_ip: Option<String>,
-    dst_ip: Option<String>,
-    dst_port: Option<i32>,
-    protocol: Option<String>,
-    service_name: Option<String>,
-    service_product: Option<String>,
-    service_version: Option<String>,
-}
-
-impl From<FoldedEvent> for ExposureEvent {
-    fn from(e: FoldedEvent) -> Self {
-        Self {
-            event_id: e.event_id,
-            timestamp: e.timestamp,
-            office_id: e.office_id,
-            asset_id: e.asset_id,
-            exposure_id: e.exposure_id,
-            exposure_class: e.exposure_class,
-            event_action: e.event_action,
-            status: e.status,
-            severity: e.severity,
-            risk_score: e.risk_score,
-            hostname: e.hostname,
-            asset_ip: e.asset_ip,
-            dst_ip: e.dst_ip,
-            dst_port: e.dst_port,
-            protocol: e.protocol,
-            service_name: e.service_name,
-            service_product: e.service_product,
-            service_version: e.service_version,
-            scan_run_id: None,
-            raw_payload_json: None,
-        }
-    }
-}
-
-/// Whether [`stored_last_seen`] locks the keys it reads (PostgreSQL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lock {
-    /// A plain read: the fold of a chunk, revalidated at the end.
-    No,
-    /// Lock the keys first (`statements::lock_staged_keys`), to the commit.
-    Keys,
-}
-
-/// The stored `last_seen` of `keys` (absent: not stored).
-async fn stored_last_seen(
-    session: &Session,
-    keys: HashSet<(&str, &str)>,
-    lock: Lock,
-) -> Result<HashMap<Key, i64>> {
-    let mut stored = HashMap::new();
-    if keys.is_empty() {
-        return Ok(stored);
-    }
-    session
-        .execute(&statements::clear(StageKeys::Table))
-        .await?;
-    let rows = keys.iter().map(|(o, x)| stage::key_row(o, x)).collect();
-    stage_rows(
-        session,
-        "stage_keys",
-        statements::stage_keys_columns(),
-        rows,
-    )
-    .await?;
-    if lock == Lock::Keys && session.engine() == Engine::Postgres {
-        session.query_all(&statements::lock_staged_keys()).await?;
-    }
-    for row in session.query_all(&statements::stored_last_seen()).await? {
-        let last_seen: DateTime<Utc> = row.try_get("", "last_seen")?;
-        let key = (
-            row.try_get("", "office_id")?,
-            row.try_get("", "exposure_id")?,
-        );
-        stored.insert(key, last_seen.timestamp_micros());
-    }
-    Ok(stored)
-}
-
-/// Feeds `events` to the folder; `stored` has the stored `last_seen` of
-/// every key the folder meets for the first time.
-fn fold_with<'a>(
-    folder: &mut Folder,
-    stored: &HashMap<Key, i64>,
-    events: impl Iterator<Item = &'a ExposureEvent>,
-) {
-    for e in events {
-        folder.push(e, || {
-            stored
-                .get(&(e.office_id.clone(), e.exposure_id.clone()))
-                .copied()
-        });
-    }
-}
-
-/// Writes the folded rows to `exposures_current`: stage them once, then
-/// (when late events fill NULL details) the fill update and the replace
-/// upsert, both in place. (Deleting the stored rows and inserting the merged
-/// ones instead made DuckDB 2.0.0 corrupt its in-memory segments; see the
-/// README's *Reliability* section.)
 async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExposures> {
     let folded = folder.finish();
-    let mut out = UpsertedExposures::default();
-    for f in &folded {
-        if f.existed {
-            out.updated += 1;
-        } else {
-            out.inserted += 1;
-        }
-    }
     if folded.is_empty() {
-        return Ok(out);
+        return Ok(UpsertedExposures::default());
     }
+    let keys = folded.len() as u64;
     session
         .execute(&statements::clear(StageCurrent::Table))
         .await?;
-    let rows: Vec<_> = folded.iter().flat_map(stage::current_rows).collect();
-    let needs_fill = rows.len() > folded.len();
-    stage_rows(
-        session,
-        "stage_current",
-        statements::stage_current_columns(),
-        rows,
-    )
-    .await?;
-    if needs_fill {
-        session
-            .execute(&statements::fill_details(ExposuresCurrent))
-            .await?;
+    // In batches, each row built from (and replacing) its fold: a row of
+    // typed values takes several times the memory of the fold, and a file
+    // can touch 100k keys.
+    let mut folded = folded.into_iter();
+    loop {
+        let rows: Vec<_> = folded
+            .by_ref()
+            .take(STAGE_BATCH)
+            .map(stage::current_row)
+            .collect();
+        if rows.is_empty() {
+            break;
+        }
+        stage_rows(
+            session,
+            "stage_current",
+            statements::stage_current_columns(),
+            rows,
+        )
+        .await?;
     }
-    let upsert = statements::upsert_current(ExposuresCurrent).map_err(internal)?;
-    session.execute(&upsert).await?;
-    Ok(out)
+    let inserted = match session.engine() {
+        Engine::DuckDb => {
+            let stored = session
+                .query_one(&statements::count_stored_keys())
+                .await?
+                .map(|row| row.try_get::<i64>("", "n"))
+                .transpose()?
+                .unwrap_or(0);
+            let upsert = statements::upsert_current(false).map_err(internal)?;
+            session.execute(&upsert).await?;
+            keys.saturating_sub(u64::try_from(stored).unwrap_or(0))
+        }
+        Engine::Postgres => {
+            // Another writer may insert a key between a count and the
+            // upsert: the upsert itself says what it inserted.
+            let upsert = statements::upsert_current(true).map_err(internal)?;
+            let mut inserted = 0;
+            for row in session.query_all(&upsert).await? {
+                if row.try_get::<bool>("", "inserted")? {
+                    inserted += 1;
+                }
+            }
+            inserted
+        }
+    };
+    Ok(UpsertedExposures {
+        inserted,
+        updated: keys - inserted,
+    })
 }
 
 #[derive(Debug, FromQueryResult)]

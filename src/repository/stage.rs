@@ -12,8 +12,8 @@ use duckdb::types::Value as DuckValue;
 use sea_orm::IdenStatic;
 use sea_query::Value;
 
-use super::fold::{Details, Folded};
-use super::statements::{EVENT_COLUMNS, PASS_FILL, PASS_REPLACE};
+use super::fold::{Folded, Sourced};
+use super::statements::EVENT_COLUMNS;
 use crate::event::ExposureEvent;
 
 /// The audit log's table name.
@@ -71,38 +71,66 @@ pub(crate) fn id_row(event_id: &str) -> [Value; 1] {
     [text(event_id)]
 }
 
-/// A row of `stage_keys`.
-pub(crate) fn key_row(office_id: &str, exposure_id: &str) -> [Value; 2] {
-    [text(office_id), text(exposure_id)]
+/// A detail and its provenance: `[value, seen_at, event_id]`.
+fn sourced<T>(detail: Option<Sourced<T>>, value: impl Fn(T) -> Value, null: Value) -> [Value; 3] {
+    match detail {
+        None => [null, Value::ChronoDateTimeUtc(None), Value::String(None)],
+        Some(d) => [value(d.value), micros(d.from.at), text(&d.from.event_id)],
+    }
 }
 
-/// The rows of `stage_current` for one folded key: the replace row, and the
-/// fill row when there is one. `CURRENT_COLUMNS` order behind the pass.
-pub(crate) fn current_rows(f: &Folded) -> impl Iterator<Item = [Value; 19]> + '_ {
-    let row = move |pass: i32, d: &Details| -> [Value; 19] {
-        [
-            Value::Int(Some(pass)),
-            text(&f.office_id),
-            text(&f.exposure_id),
-            text(&f.exposure_class),
-            text(f.status.as_str()),
-            text(f.severity.as_str()),
-            text(f.event_action.as_str()),
-            Value::Double(Some(f.risk_score)),
-            micros(f.first_seen),
-            micros(f.last_seen),
-            text(&f.asset_id),
-            opt_text(d.hostname.as_ref()),
-            opt_text(d.asset_ip.as_ref()),
-            opt_text(d.dst_ip.as_ref()),
-            Value::Int(d.dst_port),
-            opt_text(d.protocol.as_ref()),
-            opt_text(d.service_name.as_ref()),
-            opt_text(d.service_product.as_ref()),
-            opt_text(d.service_version.as_ref()),
-        ]
-    };
-    std::iter::once(row(PASS_REPLACE, &f.replace)).chain(f.fill.as_ref().map(|d| row(PASS_FILL, d)))
+/// The row of `stage_current` for one folded key, in `CURRENT_COLUMNS`
+/// order.
+pub(crate) fn current_row(f: Folded) -> [Value; 35] {
+    let d = f.details;
+    let owned = |s: String| Value::String(Some(s));
+    let no_text = || Value::String(None);
+    let [hostname, hostname_at, hostname_id] = sourced(d.hostname, owned, no_text());
+    let [asset_ip, asset_ip_at, asset_ip_id] = sourced(d.asset_ip, owned, no_text());
+    let [dst_ip, dst_ip_at, dst_ip_id] = sourced(d.dst_ip, owned, no_text());
+    let [dst_port, dst_port_at, dst_port_id] =
+        sourced(d.dst_port, |p| Value::Int(Some(p)), Value::Int(None));
+    let [protocol, protocol_at, protocol_id] = sourced(d.protocol, owned, no_text());
+    let [name, name_at, name_id] = sourced(d.service_name, owned, no_text());
+    let [product, product_at, product_id] = sourced(d.service_product, owned, no_text());
+    let [version, version_at, version_id] = sourced(d.service_version, owned, no_text());
+    [
+        owned(f.office_id),
+        owned(f.exposure_id),
+        owned(f.exposure_class),
+        text(f.status.as_str()),
+        text(f.severity.as_str()),
+        text(f.event_action.as_str()),
+        Value::Double(Some(f.risk_score)),
+        micros(f.first_seen),
+        micros(f.last.at),
+        owned(f.asset_id),
+        hostname,
+        asset_ip,
+        dst_ip,
+        dst_port,
+        protocol,
+        name,
+        product,
+        version,
+        text(&f.last.event_id),
+        hostname_at,
+        hostname_id,
+        asset_ip_at,
+        asset_ip_id,
+        dst_ip_at,
+        dst_ip_id,
+        dst_port_at,
+        dst_port_id,
+        protocol_at,
+        protocol_id,
+        name_at,
+        name_id,
+        product_at,
+        product_id,
+        version_at,
+        version_id,
+    ]
 }
 
 /// Splits `rows` into batches for multi-row statements on PostgreSQL.

@@ -10,6 +10,7 @@
 //! appended straight to `exposure_events`, and the folded current state
 //! (one row per key) is staged once per call.
 
+use sea_orm::IdenStatic;
 use sea_query::{
     Alias, ColumnDef, DynIden, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict,
     Order, Query, SelectStatement, Table, TableCreateStatement, Value,
@@ -31,18 +32,10 @@ pub(crate) enum CheckIds {
     Table,
 }
 
-/// The keys of the chunk's new events that the call has not looked up yet.
-#[derive(Iden, Clone, Copy)]
-pub(crate) enum StageKeys {
-    Table,
-}
-
-/// Folded rows, one per key and pass.
+/// Folded rows, one per key.
 #[derive(Iden, Clone, Copy)]
 pub(crate) enum StageCurrent {
     Table,
-    /// 1 = replace pass, 2 = fill pass (see `fold.rs`).
-    Pass,
 }
 
 /// Columns of `exposure_events`, in the Appender's order.
@@ -70,7 +63,7 @@ pub(crate) const EVENT_COLUMNS: [Ev; 20] = [
 ];
 
 /// Columns of `exposures_current`, in staging and insert order.
-pub(crate) const CURRENT_COLUMNS: [Cur; 18] = [
+pub(crate) const CURRENT_COLUMNS: [Cur; 35] = [
     Cur::OfficeId,
     Cur::ExposureId,
     Cur::ExposureClass,
@@ -89,34 +82,61 @@ pub(crate) const CURRENT_COLUMNS: [Cur; 18] = [
     Cur::ServiceName,
     Cur::ServiceProduct,
     Cur::ServiceVersion,
+    Cur::LastEventId,
+    Cur::HostnameSeenAt,
+    Cur::HostnameEventId,
+    Cur::AssetIpSeenAt,
+    Cur::AssetIpEventId,
+    Cur::DstIpSeenAt,
+    Cur::DstIpEventId,
+    Cur::DstPortSeenAt,
+    Cur::DstPortEventId,
+    Cur::ProtocolSeenAt,
+    Cur::ProtocolEventId,
+    Cur::ServiceNameSeenAt,
+    Cur::ServiceNameEventId,
+    Cur::ServiceProductSeenAt,
+    Cur::ServiceProductEventId,
+    Cur::ServiceVersionSeenAt,
+    Cur::ServiceVersionEventId,
 ];
 
-/// The COALESCE-preserved details (see `fold.rs`).
-const DETAIL_COLUMNS: [Cur; 8] = [
-    Cur::Hostname,
-    Cur::AssetIp,
-    Cur::DstIp,
-    Cur::DstPort,
-    Cur::Protocol,
-    Cur::ServiceName,
-    Cur::ServiceProduct,
-    Cur::ServiceVersion,
+/// Each optional detail with its provenance: `(value, seen_at, event_id)`,
+/// the timestamp and id of the event the value comes from (see `fold.rs`).
+pub(crate) const DETAIL_COLUMNS: [(Cur, Cur, Cur); 8] = [
+    (Cur::Hostname, Cur::HostnameSeenAt, Cur::HostnameEventId),
+    (Cur::AssetIp, Cur::AssetIpSeenAt, Cur::AssetIpEventId),
+    (Cur::DstIp, Cur::DstIpSeenAt, Cur::DstIpEventId),
+    (Cur::DstPort, Cur::DstPortSeenAt, Cur::DstPortEventId),
+    (Cur::Protocol, Cur::ProtocolSeenAt, Cur::ProtocolEventId),
+    (
+        Cur::ServiceName,
+        Cur::ServiceNameSeenAt,
+        Cur::ServiceNameEventId,
+    ),
+    (
+        Cur::ServiceProduct,
+        Cur::ServiceProductSeenAt,
+        Cur::ServiceProductEventId,
+    ),
+    (
+        Cur::ServiceVersion,
+        Cur::ServiceVersionSeenAt,
+        Cur::ServiceVersionEventId,
+    ),
 ];
 
-/// Taken from the newest event (by timestamp, ties by input order).
-const LATEST_COLUMNS: [Cur; 6] = [
+/// Taken from the greatest event by `(timestamp, event_id)`, whose id is
+/// `last_event_id` and whose timestamp is `last_seen`.
+pub(crate) const LATEST_COLUMNS: [Cur; 7] = [
     Cur::ExposureClass,
     Cur::AssetId,
     Cur::Status,
     Cur::Severity,
     Cur::EventAction,
     Cur::RiskScore,
+    Cur::LastEventId,
 ];
-
-/// The replace pass of the current-state upsert.
-pub(crate) const PASS_REPLACE: i32 = 1;
-/// The fill pass of the current-state upsert.
-pub(crate) const PASS_FILL: i32 = 2;
 
 fn text(name: impl IntoIden) -> ColumnDef {
     ColumnDef::new(name).string().to_owned()
@@ -171,39 +191,28 @@ pub(crate) fn count_appended(events_before: u64) -> SelectStatement {
         .to_owned()
 }
 
-/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_keys (office_id, exposure_id)`.
-pub(crate) fn create_stage_keys() -> TableCreateStatement {
-    Table::create()
-        .table(StageKeys::Table)
-        .temporary()
-        .if_not_exists()
-        .col(text(Cur::OfficeId))
-        .col(text(Cur::ExposureId))
-        .to_owned()
-}
-
-/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_current`: the pass, then the
-/// `exposures_current` columns.
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_current`, with the columns
+/// of `exposures_current`.
 pub(crate) fn create_stage_current() -> TableCreateStatement {
-    current_like(
-        StageCurrent::Table,
-        Some(ColumnDef::new(StageCurrent::Pass).integer().to_owned()),
-    )
+    current_like(StageCurrent::Table)
 }
 
-/// A temporary table with the columns of `exposures_current`, behind
-/// `leading` if given (the Appender fills columns by position).
-fn current_like(table: impl IntoIden, leading: Option<ColumnDef>) -> TableCreateStatement {
+/// A temporary table with the columns of `exposures_current`, in
+/// [`CURRENT_COLUMNS`] order (the Appender fills columns by position).
+pub(crate) fn current_like(table: impl IntoIden) -> TableCreateStatement {
     let mut t = Table::create();
     t.table(table).temporary().if_not_exists();
-    if let Some(column) = leading {
-        t.col(column);
-    }
     for c in CURRENT_COLUMNS {
         t.col(match c {
             Cur::FirstSeen | Cur::LastSeen => timestamptz(c),
             Cur::RiskScore => ColumnDef::new(c).double().to_owned(),
             Cur::DstPort => ColumnDef::new(c).integer().to_owned(),
+            _ if DETAIL_COLUMNS
+                .iter()
+                .any(|(_, at, _)| at.as_str() == c.as_str()) =>
+            {
+                timestamptz(c)
+            }
             _ => text(c),
         });
     }
@@ -253,73 +262,24 @@ pub(crate) fn insert_new_events(
     Ok(insert)
 }
 
-/// The columns of `stage_ids`, `stage_keys` and `stage_current`, in the
+/// The columns of `stage_ids` and `stage_current`, in the
 /// order their rows are built (`stage.rs`).
 pub(crate) fn stage_ids_columns() -> [DynIden; 1] {
     [Ev::EventId.into_iden()]
 }
 
 /// See [`stage_ids_columns`].
-pub(crate) fn stage_keys_columns() -> [DynIden; 2] {
-    [Cur::OfficeId.into_iden(), Cur::ExposureId.into_iden()]
+pub(crate) fn stage_current_columns() -> [DynIden; 35] {
+    CURRENT_COLUMNS.map(IntoIden::into_iden)
 }
 
-/// See [`stage_ids_columns`].
-pub(crate) fn stage_current_columns() -> [DynIden; 19] {
-    std::array::from_fn(|i| match i.checked_sub(1) {
-        None => StageCurrent::Pass.into_iden(),
-        Some(c) => CURRENT_COLUMNS[c].into_iden(),
-    })
-}
-
-/// Key locks are striped: a key is locked through one of this many
-/// advisory locks. Locking every key of a large file one by one would need
-/// one entry per key in PostgreSQL's shared lock table (about 6,400 entries
-/// with the default settings, shared by all sessions); a bounded number of
-/// stripes always fits, at the price of writers of different keys in the
-/// same stripe waiting for each other.
-pub(crate) const LOCK_STRIPES: i32 = 1_024;
-
-/// The first key of the two-key advisory locks this repository takes, so
-/// they cannot collide with other applications' advisory locks ("EXPS").
-pub(crate) const LOCK_NAMESPACE: i32 = 0x4558_5053;
-
-/// PostgreSQL only: takes the transaction-scoped advisory lock of every
-/// key in `stage_keys` (see [`LOCK_STRIPES`]), in ascending order, before
-/// their stored `last_seen` is read. The fold decides from that value which
-/// events are late, so concurrent writers of the same key must take turns
-/// from the read to their commit. An ingest locks all of its keys with one
-/// such statement, so in ascending order: two ingests never wait for each
-/// other in crossing orders. (A deadlock remains possible between two
-/// ingests that insert the same event ids in different orders; PostgreSQL
-/// detects it and the ingest retries.)
-///
-/// `SELECT COUNT(pg_advisory_xact_lock($1, s.stripe)) FROM (SELECT DISTINCT
-/// hashtext(office_id || exposure_id) & $2 AS stripe FROM stage_keys ORDER
-/// BY stripe) AS s`.
-pub(crate) fn lock_staged_keys() -> SelectStatement {
-    use sea_query::extension::postgres::PgExpr;
-    let (stripe, s) = (Alias::new("stripe"), Alias::new("s"));
-    let key = Expr::col(Cur::OfficeId).concat(Expr::col(Cur::ExposureId));
-    let stripes = Query::select()
-        .distinct()
-        .expr_as(
-            Func::cust("hashtext").arg(key).bit_and(LOCK_STRIPES - 1),
-            stripe.clone(),
-        )
-        .from(StageKeys::Table)
-        .order_by(stripe.clone(), Order::Asc)
-        .to_owned();
-    Query::select()
-        .expr_as(
-            Func::count(
-                Func::cust("pg_advisory_xact_lock")
-                    .args([Expr::val(LOCK_NAMESPACE), Expr::col((s.clone(), stripe))]),
-            ),
-            Alias::new("locked"),
-        )
-        .from_subquery(stripes, s)
-        .to_owned()
+/// `DROP TABLE IF EXISTS table`: a staging table at the end of its unit of
+/// work. Temporary tables live as long as their connection, and pooled
+/// connections live long: on DuckDB each column of a table holds at least
+/// one 256 KiB segment, so a kept staging table would hold megabytes per
+/// idle connection.
+pub(crate) fn drop_temporary(table: impl IntoIden) -> sea_query::TableDropStatement {
+    Table::drop().table(table).if_exists().to_owned()
 }
 
 /// Empties a staging table for the next chunk.
@@ -343,65 +303,53 @@ pub(crate) fn stored_event_ids() -> SelectStatement {
         .to_owned()
 }
 
-/// `SELECT office_id, exposure_id, last_seen FROM exposures_current JOIN
-/// stage_keys USING the key`: the stored `last_seen` of the chunk's keys.
-pub(crate) fn stored_last_seen() -> SelectStatement {
-    let cur = exposure_current::Entity;
+/// `SELECT COUNT(*) AS n FROM stage_current JOIN exposures_current USING
+/// the key`: how many of the staged keys are stored already (DuckDB, before
+/// the upsert; PostgreSQL's upsert says it itself, see [`upsert_current`]).
+pub(crate) fn count_stored_keys() -> SelectStatement {
+    let (cur, stage) = (exposure_current::Entity, StageCurrent::Table);
     Query::select()
-        .columns([
-            (cur, Cur::OfficeId),
-            (cur, Cur::ExposureId),
-            (cur, Cur::LastSeen),
-        ])
-        .from(cur)
+        .expr_as(Func::count(Expr::col(sea_query::Asterisk)), Alias::new("n"))
+        .from(stage)
         .inner_join(
-            StageKeys::Table,
-            Expr::col((StageKeys::Table, Cur::OfficeId))
+            cur,
+            Expr::col((stage, Cur::OfficeId))
                 .equals((cur, Cur::OfficeId))
-                .and(Expr::col((StageKeys::Table, Cur::ExposureId)).equals((cur, Cur::ExposureId))),
+                .and(Expr::col((stage, Cur::ExposureId)).equals((cur, Cur::ExposureId))),
         )
         .to_owned()
 }
 
-/// The fill pass: `UPDATE target SET f = COALESCE(target.f, s.f), ... FROM
-/// stage_current s WHERE s.pass = 2 AND s.key = target.key`. Fill rows
-/// exist only for stored keys, so this is an update, never an insert (it
-/// is also an order of magnitude faster on DuckDB than the same merge as a
-/// second ON CONFLICT pass, measured 3.8 s vs 0.1 s for 100k keys).
-pub(crate) fn fill_details(target: impl IntoIden + Copy) -> sea_query::UpdateStatement {
-    let stage = StageCurrent::Table;
-    let mut update = Query::update();
-    update.table(target);
-    for c in DETAIL_COLUMNS {
-        update.value(
-            c,
-            Func::coalesce([Expr::col((target, c)), Expr::col((stage, c))]),
-        );
-    }
-    update
-        .from(stage)
-        .and_where(Expr::col((stage, StageCurrent::Pass)).eq(PASS_FILL))
-        .and_where(Expr::col((stage, Cur::OfficeId)).equals((target, Cur::OfficeId)))
-        .and_where(Expr::col((stage, Cur::ExposureId)).equals((target, Cur::ExposureId)))
-        .to_owned()
+/// `(a_at, a_id) > (b_at, b_id)`, spelled out (row comparison is not
+/// portable): `a_at > b_at OR (a_at = b_at AND a_id > b_id)`. NULL (not
+/// true) when a side is NULL.
+fn after(a: (Expr, Expr), b: (Expr, Expr)) -> Expr {
+    a.0.clone().gt(b.0.clone()).or(a.0.eq(b.0).and(a.1.gt(b.1)))
 }
 
-/// The current-state upsert of one pass into `target`
-/// (`exposures_current`): `INSERT INTO target SELECT ... FROM
-/// stage_current WHERE pass = $1 ON CONFLICT (office_id, exposure_id) DO
-/// UPDATE SET ...`.
+/// The current-state upsert: `INSERT INTO exposures_current SELECT ... FROM
+/// stage_current ORDER BY office_id, exposure_id ON CONFLICT (office_id,
+/// exposure_id) DO UPDATE SET ...`, one row per key (`fold.rs`).
 ///
-/// `first_seen = LEAST`, `last_seen = GREATEST`; the latest columns from
-/// the staged row when it is at least as new as the stored row (`CASE WHEN
-/// excluded.last_seen >= stored.last_seen`); details `COALESCE(excluded.f,
-/// stored.f)`. (The fill pass is [`fill_details`].)
+/// The merge of a stored row `S` with a staged row `N` (each the fold of a
+/// set of events) is the fold of the union: `first_seen = LEAST`,
+/// `last_seen = GREATEST`; the latest columns and `last_event_id` from `N`
+/// when `(N.last_seen, N.last_event_id) > (S.last_seen, S.last_event_id)`;
+/// each detail, with its `_seen_at` and `_event_id`, from `N` when its
+/// provenance is greater than `S`'s or `S` has none. That merge is
+/// commutative, associative and idempotent, so concurrent writers need no
+/// locks: PostgreSQL serialises the updates of a row, and whichever commits
+/// last merges into the other's result. Keys are inserted in ascending
+/// order, so two writers of overlapping keys lock rows in the same order.
+///
+/// On PostgreSQL, `RETURNING "xmax" = 0 AS "inserted"` says per row whether
+/// it was inserted (no previous version) or updated.
 ///
 /// # Errors
 /// Only if the column lists disagree (a programming error every ingest test
 /// would catch).
-pub(crate) fn upsert_current(
-    target: impl IntoIden + Copy,
-) -> Result<InsertStatement, sea_query::error::Error> {
+pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_query::error::Error> {
+    let target = exposure_current::Entity;
     let stored = |c: Cur| Expr::col((target, c));
     let excluded = |c: Cur| Expr::col((Alias::new("excluded"), c));
     let mut on_conflict = OnConflict::columns([Cur::OfficeId, Cur::ExposureId]);
@@ -413,24 +361,41 @@ pub(crate) fn upsert_current(
         Cur::LastSeen,
         Func::greatest([stored(Cur::LastSeen), excluded(Cur::LastSeen)]),
     );
-    let newer = || excluded(Cur::LastSeen).gte(stored(Cur::LastSeen));
+    let newer = after(
+        (excluded(Cur::LastSeen), excluded(Cur::LastEventId)),
+        (stored(Cur::LastSeen), stored(Cur::LastEventId)),
+    );
     for c in LATEST_COLUMNS {
-        on_conflict.value(c, Expr::case(newer(), excluded(c)).finally(stored(c)));
+        on_conflict.value(c, Expr::case(newer.clone(), excluded(c)).finally(stored(c)));
     }
-    for c in DETAIL_COLUMNS {
-        on_conflict.value(c, Func::coalesce([excluded(c), stored(c)]));
+    for (value, at, id) in DETAIL_COLUMNS {
+        let newer =
+            after((excluded(at), excluded(id)), (stored(at), stored(id))).or(stored(at).is_null());
+        for c in [value, at, id] {
+            on_conflict.value(c, Expr::case(newer.clone(), excluded(c)).finally(stored(c)));
+        }
     }
-    let select = Query::select()
+    let mut select = Query::select();
+    select
         .columns(CURRENT_COLUMNS.map(|c| (StageCurrent::Table, c)))
-        .from(StageCurrent::Table)
-        .and_where(Expr::col((StageCurrent::Table, StageCurrent::Pass)).eq(PASS_REPLACE))
-        .to_owned();
-    Ok(Query::insert()
+        .from(StageCurrent::Table);
+    if postgres {
+        select
+            .order_by((StageCurrent::Table, Cur::OfficeId), Order::Asc)
+            .order_by((StageCurrent::Table, Cur::ExposureId), Order::Asc);
+    }
+    let mut insert = Query::insert();
+    insert
         .into_table(target)
         .columns(CURRENT_COLUMNS)
-        .select_from(select)?
-        .on_conflict(on_conflict.to_owned())
-        .to_owned())
+        .select_from(select.to_owned())?
+        .on_conflict(on_conflict.to_owned());
+    if postgres {
+        // No value here: `xmax` is the system column holding the id of a
+        // transaction that updated the row, 0 for a row just inserted.
+        insert.returning(Query::returning().expr(Expr::cust(r#""xmax" = 0 AS "inserted""#)));
+    }
+    Ok(insert)
 }
 
 #[cfg(test)]
@@ -439,37 +404,27 @@ mod tests {
     use sea_query::PostgresQueryBuilder;
 
     #[test]
-    fn upserts_bind_values_and_use_coalesce() -> Result<(), sea_query::error::Error> {
-        let (sql, values) = upsert_current(exposure_current::Entity)?.build(PostgresQueryBuilder);
+    fn the_upsert_merges_by_provenance_and_binds_nothing() -> Result<(), sea_query::error::Error> {
+        let (sql, values) = upsert_current(false)?.build(PostgresQueryBuilder);
         assert!(
             sql.contains(r#"ON CONFLICT ("office_id", "exposure_id") DO UPDATE SET"#),
             "{sql}"
         );
+        // A detail moves with its provenance, when that is greater.
         assert!(
-            sql.contains(r#"COALESCE("excluded"."hostname", "exposures_current"."hostname")"#),
+            sql.contains(r#""hostname" = (CASE WHEN ("excluded"."hostname_seen_at" > "exposures_current"."hostname_seen_at" OR ("excluded"."hostname_seen_at" = "exposures_current"."hostname_seen_at" AND "excluded"."hostname_event_id" > "exposures_current"."hostname_event_id") OR "exposures_current"."hostname_seen_at" IS NULL) THEN "excluded"."hostname" ELSE "exposures_current"."hostname" END)"#),
             "{sql}"
         );
         assert!(sql.contains("GREATEST") && sql.contains("LEAST"), "{sql}");
-        assert!(sql.contains(r#""stage_current"."pass" = $1"#), "{sql}");
-        assert_eq!(values.0.len(), 1);
-        let (fill, values) = fill_details(exposure_current::Entity).build(PostgresQueryBuilder);
+        assert!(!sql.contains("RETURNING"), "{sql}");
+        assert!(values.0.is_empty());
+        let (sql, values) = upsert_current(true)?.build(PostgresQueryBuilder);
         assert!(
-            fill.contains(r#""hostname" = COALESCE("exposures_current"."hostname", "stage_current"."hostname")"#),
-            "{fill}"
+            sql.ends_with(r#"RETURNING "xmax" = 0 AS "inserted""#),
+            "{sql}"
         );
-        assert!(fill.contains(r#"FROM "stage_current""#), "{fill}");
-        assert_eq!(values.0.len(), 1);
+        assert!(values.0.is_empty());
         Ok(())
-    }
-
-    #[test]
-    fn keys_are_locked_by_stripe_in_ascending_order() {
-        let (sql, values) = lock_staged_keys().build(PostgresQueryBuilder);
-        assert_eq!(
-            sql,
-            r#"SELECT COUNT(pg_advisory_xact_lock($1, "s"."stripe")) AS "locked" FROM (SELECT DISTINCT hashtext("office_id" || "exposure_id") & $2 AS "stripe" FROM "stage_keys" ORDER BY "stripe" ASC) AS "s""#
-        );
-        assert_eq!(values.0.len(), 2);
     }
 
     #[test]

@@ -423,7 +423,7 @@ fn migrate_verbs_and_init_through_the_cli(
     let text = String::from_utf8_lossy(&status.stdout).to_string();
     assert_eq!(
         text.lines().filter(|l| l.starts_with("applied")).count(),
-        4,
+        5,
         "{text}"
     );
     let down = env.run(&["migrate", "down", "-n", "2"])?;
@@ -450,7 +450,7 @@ fn migrate_verbs_and_init_through_the_cli(
                 .lines()
                 .filter(|l| l.starts_with("applied"))
                 .count(),
-            4
+            5
         );
     }
     let reset = env.run(&["migrate", "reset"])?;
@@ -459,7 +459,7 @@ fn migrate_verbs_and_init_through_the_cli(
             .lines()
             .filter(|l| l.starts_with("pending"))
             .count(),
-        4
+        5
     );
     Ok(())
 }
@@ -523,5 +523,80 @@ fn generate_into_a_closed_pipe_exits_quietly() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// `verify` says all is well (exit 0); after a value of the current state
+/// is changed behind the tool's back it names the key and the column
+/// (exit 1, `--json` too); `rebuild` puts it back and says what it did.
+#[rstest]
+fn verify_and_rebuild(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let env = Env::new(backend)?;
+    let older = line("v-1", |v| v["hostname"] = Value::from("old-host"));
+    let newer = line("v-2", |v| {
+        v["timestamp"] = Value::from("2025-01-06T00:00:00Z");
+        v["hostname"] = Value::Null;
+    });
+    let file = env.file("scan.ndjson", format!("{older}\n{newer}\n"))?;
+    assert_eq!(env.run(&["ingest", s(&file)])?.status.code(), Some(0));
+
+    let out = env.run(&["verify"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("ok: 2 events, 1 current exposures, 0 quarantined files read"),
+        "{text}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use exposure_store::entity::{exposure_current, prelude::ExposuresCurrent};
+        use sea_orm::EntityTrait;
+        let db = crate::helpers::reopen(&env.db, env.url.as_deref()).await?;
+        ExposuresCurrent::update_many()
+            .col_expr(
+                exposure_current::Column::Hostname,
+                sea_orm::sea_query::Expr::value("tampered"),
+            )
+            .exec(&db)
+            .await?;
+        TestResult::Ok(())
+    })?;
+
+    let out = env.run(&["verify"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("differs office-005/EXP-ac87f8505ae9: hostname\n"),
+        "{text}"
+    );
+    let (code, report) = env.json(&["verify", "--json"])?;
+    assert_eq!(code, 1);
+    assert_eq!(
+        report["differences"],
+        serde_json::json!([{
+            "office_id": "office-005",
+            "exposure_id": "EXP-ac87f8505ae9",
+            "kind": "differs",
+            "columns": ["hostname"],
+        }])
+    );
+
+    let out = env.run(&["rebuild"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("rebuilt: 1 key(s) updated, 0 inserted, 0 removed\n"),
+        "{text}"
+    );
+    let (_, rows) = env.json(&["exposures", "--json"])?;
+    assert_eq!(rows[0]["hostname"], "old-host", "{rows}");
+    assert_eq!(env.run(&["verify"])?.status.code(), Some(0));
+    let out = env.run(&["rebuild"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("nothing to change"));
     Ok(())
 }

@@ -182,9 +182,9 @@ async fn concurrent_processes_on_postgres_equal_a_sequential_ingest() -> TestRes
 }
 
 /// One call touching more keys than PostgreSQL's shared lock table holds
-/// (64 per connection slot, 19,200 on the test server, plus some slack:
-/// one lock per key failed here with "out of shared memory") still
-/// ingests: keys are locked through a bounded number of stripes.
+/// (64 per connection slot, 19,200 on the test server: one advisory lock
+/// per key failed here with "out of shared memory" once) ingests, and says
+/// that every key was inserted.
 #[tokio::test]
 async fn a_file_with_more_keys_than_the_lock_table_ingests_on_postgres() -> TestResult {
     let t = crate::helpers::TestDb::new(crate::helpers::Backend::Postgres).await?;
@@ -204,12 +204,12 @@ async fn a_file_with_more_keys_than_the_lock_table_ingests_on_postgres() -> Test
 }
 
 /// PostgreSQL: another writer commits a newer event of the same key while
-/// an ingestion is between its fold and its finish. The finish sees it (it
-/// re-reads every key under lock and folds changed keys again), so the
-/// result is that of the two files in commit order: the late event only
-/// fills NULLs, and the key counts as updated, not inserted.
+/// an ingestion is between its fold and its finish. The merge of the two
+/// gives the state of all three events (the newer event's status and
+/// hostname, the only version the older ones carry, the earliest
+/// `first_seen`), and the key counts as updated, not inserted.
 #[tokio::test]
-async fn a_key_changed_by_another_writer_mid_ingest_is_folded_again() -> TestResult {
+async fn a_key_changed_by_another_writer_mid_ingest_merges_with_it() -> TestResult {
     use exposure_store::{ExposureRepository, IngestStats};
     let t = crate::helpers::TestDb::new(crate::helpers::Backend::Postgres).await?;
     let mut older = crate::helpers::input("older", "2025-01-01T00:00:10Z", "o", "x");
@@ -225,7 +225,7 @@ async fn a_key_changed_by_another_writer_mid_ingest_is_folded_again() -> TestRes
     let repo = ExposureRepository::default();
     let session = t.db.begin().await?;
     let mut ingestion = repo.ingestion(&session).await?;
-    ingestion.push(&[older, filler]).await?; // folded as a new key
+    ingestion.push(&[older, filler]).await?; // a new key when folded
     // Another writer stores a newer event of the key and commits.
     let other = crate::helpers::ingest(&t.db, 10, &[newer]).await?;
     assert_eq!(other.exposures_inserted, 1);
@@ -249,7 +249,7 @@ async fn a_key_changed_by_another_writer_mid_ingest_is_folded_again() -> TestRes
     assert_eq!(
         row.service_version.as_deref(),
         Some("9.9"),
-        "late events fill NULLs"
+        "a detail comes from the greatest event that has it"
     );
     assert_eq!(row.first_seen, crate::helpers::ts("2025-01-01T00:00:05Z"));
     Ok(())

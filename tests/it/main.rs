@@ -15,3 +15,4 @@ mod reliability;
 mod repository;
 mod roundtrip;
 mod sessions;
+mod state;

@@ -33,7 +33,7 @@ async fn init_is_idempotent_and_keeps_data(
     }
     let states = t.db.migrate(MigrateCommand::Status).await?;
     assert_eq!(applied(&states), states.len());
-    assert_eq!(states.len(), 4);
+    assert_eq!(states.len(), 5);
     assert_eq!(ExposureEvents::find().count(&t.db).await?, 1);
     Ok(())
 }
@@ -69,7 +69,7 @@ async fn concurrent_init_is_safe(
         handles.push(task.await??);
     }
     let states = handles[0].migrate(MigrateCommand::Status).await?;
-    assert_eq!(applied(&states), 4);
+    assert_eq!(applied(&states), 5);
     Ok(())
 }
 
@@ -87,16 +87,16 @@ async fn every_verb_works(
     let states = db.migrate(MigrateCommand::Up { num: Some(1) }).await?;
     assert_eq!(applied(&states), 1);
     let states = db.migrate(MigrateCommand::Up { num: None }).await?;
-    assert_eq!(applied(&states), 4);
+    assert_eq!(applied(&states), 5);
     event("x", "2025-01-01T00:00:00Z")
         .into_active_model()
         .insert(&db)
         .await?;
 
     let states = db.migrate(MigrateCommand::Down { num: 2 }).await?;
-    assert_eq!(applied(&states), 2);
+    assert_eq!(applied(&states), 3);
     let states = db.migrate(MigrateCommand::Refresh).await?;
-    assert_eq!(applied(&states), 4);
+    assert_eq!(applied(&states), 5);
     assert_eq!(
         ExposureEvents::find().count(&db).await?,
         0,
@@ -108,7 +108,7 @@ async fn every_verb_works(
         .insert(&db)
         .await?;
     let states = db.migrate(MigrateCommand::Fresh).await?;
-    assert_eq!(applied(&states), 4);
+    assert_eq!(applied(&states), 5);
     assert_eq!(
         ExposureEvents::find().count(&db).await?,
         0,
@@ -158,7 +158,7 @@ async fn a_hand_made_database_is_adopted() -> TestResult {
     }
     let db = Database::open(&path)?;
     db.init().await?;
-    assert_eq!(applied(&db.migrate(MigrateCommand::Status).await?), 4);
+    assert_eq!(applied(&db.migrate(MigrateCommand::Status).await?), 5);
     let legacy = ExposureEvents::find_by_id("legacy-1".to_owned())
         .one(&db)
         .await?;

@@ -184,7 +184,8 @@ async fn optional_fields_are_coalesce_preserved(
     assert_eq!(row.service_version.as_deref(), Some("2.0"));
     assert_eq!(row.dst_port, Some(8443));
 
-    // An older late event does not overwrite, but fills what is NULL.
+    // An older late event does not overwrite what newer events reported,
+    // but gives what no newer event has.
     let mut e3 = input("3", "2024-12-31T00:00:00Z", "o1", "x1");
     e3.hostname = Some("old-host".to_owned());
     e3.dst_port = Some(1);
@@ -286,7 +287,7 @@ async fn each_key_counts_once_per_call_whatever_the_chunking(
 
 #[rstest]
 #[tokio::test]
-async fn the_newest_event_wins_ties_go_to_the_later_one_in_input_order(
+async fn the_newest_event_wins_ties_go_to_the_greater_id(
     #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
 ) -> TestResult {
     let t = TestDb::new(backend).await?;
@@ -296,7 +297,8 @@ async fn the_newest_event_wins_ties_go_to_the_later_one_in_input_order(
     b.status = Status::Accepted;
     let mut older = input("c", "2024-01-01T00:00:00Z", "o1", "x1");
     older.status = Status::Closed;
-    ingest(&t.db, 500, &[a, b, older]).await?;
+    // Input order does not matter: "b" > "a".
+    ingest(&t.db, 500, &[b, a, older]).await?;
     assert_eq!(current(&t, "o1", "x1").await?.status, Status::Accepted);
     Ok(())
 }

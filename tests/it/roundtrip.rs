@@ -203,6 +203,23 @@ async fn current_state_and_quarantine_entities_round_trip(
         service_name: None,
         service_product: None,
         service_version: None,
+        last_event_id: Some("évent-é".to_owned()),
+        hostname_seen_at: None,
+        hostname_event_id: None,
+        asset_ip_seen_at: Some(ts("2024-12-31T23:59:59.999999Z")),
+        asset_ip_event_id: Some("e-1".to_owned()),
+        dst_ip_seen_at: None,
+        dst_ip_event_id: None,
+        dst_port_seen_at: Some(ts("2025-01-01T10:00:00+10:00")),
+        dst_port_event_id: Some("évent-é".to_owned()),
+        protocol_seen_at: Some(ts("2025-01-01T10:00:00+10:00")),
+        protocol_event_id: Some("évent-é".to_owned()),
+        service_name_seen_at: None,
+        service_name_event_id: None,
+        service_product_seen_at: None,
+        service_product_event_id: None,
+        service_version_seen_at: None,
+        service_version_event_id: None,
     };
     current.clone().into_active_model().insert(&t.db).await?;
     let back =

@@ -326,6 +326,23 @@ fn column_names<E: sea_orm::EntityTrait>() -> Vec<String> {
     E::Column::iter().map(|c| c.as_str().to_owned()).collect()
 }
 
+/// `SELECT columns FROM table GROUP BY columns HAVING COUNT(*) > 1 ORDER
+/// BY columns LIMIT 100`: values stored more than once.
+fn stored_twice<C: sea_query::IntoIden + Copy>(
+    table: impl sea_query::IntoIden,
+    columns: &[C],
+) -> sea_query::SelectStatement {
+    let mut select = Query::select();
+    select.from(table);
+    for &c in columns {
+        select.column(c).group_by_col(c).order_by(c, Order::Asc);
+    }
+    select
+        .and_having(Func::count(Expr::col(sea_query::Asterisk)).gt(1))
+        .limit(DUPLICATES_SHOWN)
+        .to_owned()
+}
+
 /// See [`ExposureRepository::verify`](super::ExposureRepository::verify).
 pub(super) async fn verify(session: &Session) -> Result<VerifyReport> {
     let events = read_all(
@@ -347,29 +364,14 @@ pub(super) async fn verify(session: &Session) -> Result<VerifyReport> {
     )
     .await?;
 
-    let ids = Query::select()
-        .column(exposure_event::Column::EventId)
-        .from(exposure_event::Entity)
-        .group_by_col(exposure_event::Column::EventId)
-        .and_having(Func::count(Expr::col(sea_query::Asterisk)).gt(1))
-        .order_by(exposure_event::Column::EventId, Order::Asc)
-        .limit(DUPLICATES_SHOWN)
-        .to_owned();
+    let ids = stored_twice(exposure_event::Entity, &[exposure_event::Column::EventId]);
     let duplicate_event_ids = session
         .query_all(&ids)
         .await?
         .iter()
         .map(|row| row.try_get::<String>("", "event_id"))
         .collect::<Result<_, _>>()?;
-    let keys = Query::select()
-        .columns([Cur::OfficeId, Cur::ExposureId])
-        .from(exposure_current::Entity)
-        .group_by_columns([Cur::OfficeId, Cur::ExposureId])
-        .and_having(Func::count(Expr::col(sea_query::Asterisk)).gt(1))
-        .order_by(Cur::OfficeId, Order::Asc)
-        .order_by(Cur::ExposureId, Order::Asc)
-        .limit(DUPLICATES_SHOWN)
-        .to_owned();
+    let keys = stored_twice(exposure_current::Entity, &[Cur::OfficeId, Cur::ExposureId]);
     let duplicate_keys = session
         .query_all(&keys)
         .await?

@@ -3,12 +3,12 @@
 //!
 //! Staging tables are temporary (private to the unit of work's connection),
 //! filled in bulk (see `stage.rs`: DuckDB's Appender, or multi-row inserts
-//! built here on PostgreSQL), and feed set-based statements. They stay small on purpose: DuckDB keeps
-//! every row written to a temporary table in memory until the transaction
-//! ends, even after it is deleted, and a file is one transaction. So only
-//! event ids and keys are staged per chunk; the events themselves are
-//! appended straight to `exposure_events`, and the folded current state
-//! (one row per key) is staged once per call.
+//! built here on PostgreSQL), and feed set-based statements. They stay small
+//! on purpose: DuckDB keeps every row written to a temporary table in memory
+//! until the transaction ends, even after it is deleted, and a file is one
+//! transaction. So only event ids are staged per chunk; the events
+//! themselves are appended straight to `exposure_events`, and the folded
+//! current state (one row per key) is staged once per call.
 
 use sea_orm::IdenStatic;
 use sea_query::{
@@ -128,7 +128,7 @@ pub(crate) const DETAIL_COLUMNS: [(Cur, Cur, Cur); 8] = [
 
 /// Taken from the greatest event by `(timestamp, event_id)`, whose id is
 /// `last_event_id` and whose timestamp is `last_seen`.
-pub(crate) const LATEST_COLUMNS: [Cur; 7] = [
+const LATEST_COLUMNS: [Cur; 7] = [
     Cur::ExposureClass,
     Cur::AssetId,
     Cur::Status,

@@ -315,11 +315,11 @@ async fn read_all(session: &Session, table: &str, columns: Vec<String>) -> Resul
     let row = session
         .query_one_raw(Statement::from_string(session.get_database_backend(), sql))
         .await?;
-    let n = match row {
+    let rows = match row {
         Some(row) => row.try_get::<i64>("", "n")?,
         None => 0,
     };
-    Ok(u64::try_from(n).unwrap_or(0))
+    Ok(u64::try_from(rows).unwrap_or(0))
 }
 
 fn column_names<E: sea_orm::EntityTrait>() -> Vec<String> {

@@ -294,11 +294,20 @@ fn split(file: &Path, n: usize) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(file)?;
     let lines: Vec<&str> = text.lines().collect();
     let per_part = lines.len().div_ceil(n);
-    lines
-        .chunks(per_part.max(1))
+    write_parts(file, "part", lines.chunks(per_part.max(1)))
+}
+
+/// Writes each part's lines to `<file stem>.<name><i>.ndjson`; their paths.
+fn write_parts<'a>(
+    file: &Path,
+    name: &str,
+    parts: impl IntoIterator<Item = &'a [&'a str]>,
+) -> Result<Vec<PathBuf>> {
+    parts
+        .into_iter()
         .enumerate()
         .map(|(i, part)| {
-            let path = file.with_extension(format!("part{i}.ndjson"));
+            let path = file.with_extension(format!("{name}{i}.ndjson"));
             std::fs::write(&path, part.join("\n"))?;
             Ok(path)
         })
@@ -323,15 +332,7 @@ fn split_by_office(file: &Path, n: usize) -> Result<Vec<PathBuf>> {
         let slot = k % parts.len();
         parts[slot].extend(lines);
     }
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let path = file.with_extension(format!("office{i}.ndjson"));
-            std::fs::write(&path, part.join("\n"))?;
-            Ok(path)
-        })
-        .collect()
+    write_parts(file, "office", parts.iter().map(Vec::as_slice))
 }
 
 /// Runs `exposure-store ingest --json` on `file` into `target`.

@@ -398,11 +398,10 @@ pub(super) async fn verify(session: &Session) -> Result<VerifyReport> {
 /// See [`ExposureRepository::rebuild`](super::ExposureRepository::rebuild).
 pub(super) async fn rebuild(session: &Session) -> Result<RebuildReport> {
     let backend = session.get_database_backend();
+    // Created here and dropped at the end (or rolled back with the unit
+    // of work): it never outlives one rebuild.
     session
         .execute(&current_like(RebuiltCurrent::Table))
-        .await?;
-    session
-        .execute(&Query::delete().from_table(RebuiltCurrent::Table).to_owned())
         .await?;
     let rebuilt = q(RebuiltCurrent::Table.to_string());
     let columns = CURRENT_COLUMNS.map(|c| q(n(c))).join(", ");

@@ -21,8 +21,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::MutexGuard;
-
 use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
 pub use migration::commands::Engine;
 use migration::commands::{MigrateCommand, MigrationState};
@@ -281,11 +279,23 @@ impl Database {
     /// # Errors
     /// [`Error::Database`] if no connection can be had or `BEGIN` fails.
     pub async fn begin(&self) -> Result<Session> {
+        self.begin_in(None).await
+    }
+
+    /// As [`Database::begin`], for a caller holding the write turn.
+    async fn begin_in(&self, in_turn: Option<&WriteTurn>) -> Result<Session> {
         let conn = match &*self.inner {
             Inner::DuckDb(instance) => {
                 let conn = instance.connect()?;
                 conn.begin().await?;
-                SessionConn::DuckDb { conn, open: true }
+                SessionConn::DuckDb {
+                    conn,
+                    open: true,
+                    turn: Mutex::new(match in_turn {
+                        Some(_) => Turn::Caller,
+                        None => Turn::Not(Arc::clone(instance.write_lock())),
+                    }),
+                }
             }
             Inner::Postgres(pg) => SessionConn::Postgres {
                 txn: Some(pg.pool.begin().await?),
@@ -312,7 +322,32 @@ impl Database {
         F: AsyncFnOnce(&Session) -> Result<T, E>,
         E: From<Error>,
     {
-        let session = self.begin().await?;
+        self.transaction_in(None, work).await
+    }
+
+    /// As [`Database::transaction`], for a caller that holds this process's
+    /// write turn ([`Database::write_turn`]) and keeps it after the unit of
+    /// work, for example to check what the commit stored before the next
+    /// writer starts. (A unit of work begun with [`Database::transaction`]
+    /// while its caller holds the turn would wait for it forever as soon as
+    /// it ingests on DuckDB.)
+    ///
+    /// # Errors
+    /// As [`Database::transaction`].
+    pub async fn transaction_in_turn<T, E, F>(&self, turn: &WriteTurn, work: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&Session) -> Result<T, E>,
+        E: From<Error>,
+    {
+        self.transaction_in(Some(turn), work).await
+    }
+
+    async fn transaction_in<T, E, F>(&self, turn: Option<&WriteTurn>, work: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&Session) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let session = self.begin_in(turn).await?;
         match work(&session).await {
             Ok(value) => {
                 let started = std::time::Instant::now();
@@ -356,8 +391,10 @@ impl Database {
         F: AsyncFnOnce(&Session) -> Result<T, E>,
         E: From<Error>,
     {
-        let _turn = self.write_turn().await;
-        self.transaction(work).await
+        match self.write_turn().await {
+            Some(turn) => self.transaction_in_turn(&turn, work).await,
+            None => self.transaction(work).await,
+        }
     }
 
     /// Waits for this process's turn to write, as [`Database::write_transaction`]
@@ -365,9 +402,11 @@ impl Database {
     /// must do more than one unit of work in one turn (ingesting checks
     /// what its commit stored before the next writer starts). `None` on
     /// PostgreSQL, where writers do not take turns.
-    pub async fn write_turn(&self) -> Option<MutexGuard<'_, ()>> {
+    pub async fn write_turn(&self) -> Option<WriteTurn> {
         match &*self.inner {
-            Inner::DuckDb(instance) => Some(instance.write_lock().lock().await),
+            Inner::DuckDb(instance) => Some(WriteTurn {
+                _held: Arc::clone(instance.write_lock()).lock_owned().await,
+            }),
             Inner::Postgres(_) => None,
         }
     }
@@ -452,6 +491,8 @@ enum SessionConn {
         /// Whether the transaction is still open (not committed or rolled
         /// back).
         open: bool,
+        /// This unit of work's part in the process's write turn.
+        turn: Mutex<Turn>,
     },
     Postgres {
         /// Taken by commit and rollback; dropping it rolls back.
@@ -470,7 +511,7 @@ impl Session {
     /// of work failed; the database's error if COMMIT fails.
     pub async fn commit(mut self) -> Result<()> {
         match &mut self.conn {
-            SessionConn::DuckDb { conn, open } => {
+            SessionConn::DuckDb { conn, open, .. } => {
                 *open = false;
                 conn.commit().await.map_err(Error::from)
             }
@@ -497,7 +538,7 @@ impl Session {
     /// The database's error if ROLLBACK fails.
     pub async fn rollback(mut self) -> Result<()> {
         match &mut self.conn {
-            SessionConn::DuckDb { conn, open } => {
+            SessionConn::DuckDb { conn, open, .. } => {
                 *open = false;
                 conn.rollback().await.map_err(Error::from)
             }
@@ -542,6 +583,26 @@ impl Session {
         }
     }
 
+    /// On DuckDB, waits for this process's turn to write unless this unit
+    /// of work has it already (its caller holds it, or it took it before),
+    /// and keeps it until the unit of work ends. The audit log's ids are
+    /// unique because each writer looks them up against what is committed
+    /// (no index enforces it on DuckDB; see the repository), so writers must
+    /// not overlap. A no-op on PostgreSQL, whose primary key enforces it.
+    pub(crate) async fn take_write_turn(&self) {
+        let SessionConn::DuckDb { turn, .. } = &self.conn else {
+            return;
+        };
+        let lock = match &*turn.lock().unwrap_or_else(PoisonError::into_inner) {
+            Turn::Not(lock) => Arc::clone(lock),
+            Turn::Caller | Turn::Own { .. } => return,
+        };
+        let taken = WriteTurn {
+            _held: lock.lock_owned().await,
+        };
+        *turn.lock().unwrap_or_else(PoisonError::into_inner) = Turn::Own { _turn: taken };
+    }
+
     /// The connection statements of this unit of work go to.
     fn active(&self) -> Result<Active<'_>, DbErr> {
         match &self.conn {
@@ -565,6 +626,24 @@ impl Session {
     }
 }
 
+/// Holds this process's turn to write to a DuckDB database (see
+/// [`Database::write_turn`]) until dropped.
+#[derive(Debug)]
+pub struct WriteTurn {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// A DuckDB unit of work's part in the write turn.
+#[derive(Debug)]
+enum Turn {
+    /// Its caller holds the turn for it.
+    Caller,
+    /// It took the turn itself, until it ends.
+    Own { _turn: WriteTurn },
+    /// It has not written yet: the lock to take before it does.
+    Not(Arc<tokio::sync::Mutex<()>>),
+}
+
 /// A session's connection, borrowed for one statement.
 enum Active<'a> {
     DuckDb(&'a DuckDbConnection),
@@ -580,7 +659,10 @@ fn closed() -> Error {
 impl Drop for Session {
     fn drop(&mut self) {
         // PostgreSQL: dropping the `DatabaseTransaction` rolls it back.
-        if let SessionConn::DuckDb { conn, open: true } = &self.conn {
+        if let SessionConn::DuckDb {
+            conn, open: true, ..
+        } = &self.conn
+        {
             conn.rollback_now();
         }
     }

@@ -229,6 +229,26 @@ impl<R: BufRead> NdjsonReader<R> {
 
 /// Parses and validates one non-blank line.
 fn parse_line(text: &str, line: u64) -> Result<ExposureEvent, Rejection> {
+    // The fast path; a line that fails is parsed again, tracking the path
+    // of the value being read, for a rejection that names the field.
+    let event = match serde_json::from_str::<ExposureEvent>(text) {
+        Ok(event) => event,
+        Err(_) => diagnose(text, line)?,
+    };
+    event.validate().map_err(|invalid| {
+        Rejection::at_line(
+            ErrorType::InvalidEvent,
+            line,
+            invalid.reason,
+            json!({ "field": invalid.field }),
+        )
+    })?;
+    Ok(event)
+}
+
+/// Parses a line that failed to parse, for its rejection (or the event, if
+/// the second parse disagrees: it cannot, but the event is then fine).
+fn diagnose(text: &str, line: u64) -> Result<ExposureEvent, Rejection> {
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed: Result<ExposureEvent, _> = serde_path_to_error::deserialize(&mut de);
     let event = match parsed {
@@ -256,14 +276,6 @@ fn parse_line(text: &str, line: u64) -> Result<ExposureEvent, Rejection> {
             ));
         }
     };
-    event.validate().map_err(|invalid| {
-        Rejection::at_line(
-            ErrorType::InvalidEvent,
-            line,
-            invalid.reason,
-            json!({ "field": invalid.field }),
-        )
-    })?;
     Ok(event)
 }
 
@@ -466,14 +478,14 @@ async fn attempt_file(
     progress: &Option<Progress>,
 ) -> (Result<IngestStats, Stop>, u64) {
     let events_read = AtomicU64::new(0);
-    let _turn = db.write_turn().await;
+    let turn = db.write_turn().await;
     // On PostgreSQL a concurrent ingest of the same keys can deadlock with
     // this one; the file is then read again from the start.
     let committed = crate::retry_conflicts(|| {
         events_read.store(0, Ordering::Relaxed);
         let progress = progress.clone();
         let events_read = &events_read;
-        db.transaction(async move |session| -> Result<_, Stop> {
+        let work = async move |session: &crate::db::Session| -> Result<_, Stop> {
             let file = File::open(path).map_err(|e| Stop::Rejected(Rejection::io(path, &e)))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ExposureEvent>, Rejection>>(
                 CHUNKS_IN_FLIGHT,
@@ -487,7 +499,7 @@ async fn attempt_file(
             while let Some(message) = rx.recv().await {
                 let chunk = message.map_err(Stop::Rejected)?;
                 events_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                ingestion.push(&chunk).await?;
+                ingestion.push_owned(chunk).await?;
             }
             reader
                 .await
@@ -500,7 +512,14 @@ async fn attempt_file(
                 }));
             }
             Ok(ingestion.finish_checked().await?)
-        })
+        };
+        let turn = turn.as_ref();
+        async move {
+            match turn {
+                Some(turn) => db.transaction_in_turn(turn, work).await,
+                None => db.transaction(work).await,
+            }
+        }
     })
     .await;
     let outcome = match committed {

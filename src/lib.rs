@@ -40,7 +40,7 @@ pub mod ingest;
 pub mod repository;
 
 pub use config::Config;
-pub use db::{Database, Engine, MAX_ATTEMPTS, Session, retry_conflicts};
+pub use db::{Database, Engine, MAX_ATTEMPTS, Session, WriteTurn, retry_conflicts};
 pub use error::{Error, Result, Retryable};
 pub use event::{ExposureEvent, InvalidField, MAX_ID_BYTES};
 pub use repository::{ExposureRepository, IngestStats, ingest_events};

@@ -120,7 +120,7 @@ struct Inner {
     /// Serialises schema changes (migrations) made through this instance.
     schema_lock: tokio::sync::Mutex<()>,
     /// Serialises the writers that ask for it (see [`Instance::write_lock`]).
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 static REGISTRY: LazyLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> =
@@ -199,7 +199,7 @@ impl Instance {
             options: options.clone(),
             current: Mutex::new(Generation::new(root)),
             schema_lock: tokio::sync::Mutex::new(()),
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Arc::default(),
         });
         registry.insert(key, Arc::downgrade(&inner));
         Ok(Self { inner })
@@ -219,7 +219,7 @@ impl Instance {
                 options,
                 current: Mutex::new(Generation::new(root)),
                 schema_lock: tokio::sync::Mutex::new(()),
-                write_lock: tokio::sync::Mutex::new(()),
+                write_lock: Arc::default(),
             }),
         })
     }
@@ -329,7 +329,7 @@ impl Instance {
     /// Writers that hold this lock for their whole transaction never
     /// conflict with each other.
     #[must_use]
-    pub fn write_lock(&self) -> &tokio::sync::Mutex<()> {
+    pub fn write_lock(&self) -> &Arc<tokio::sync::Mutex<()>> {
         &self.inner.write_lock
     }
 

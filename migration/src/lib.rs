@@ -17,6 +17,9 @@ mod m20261128_000002_create_exposures_current;
 mod m20261128_000003_create_quarantined_files;
 mod m20261128_000004_drop_current_indexes_on_duckdb;
 mod m20261128_000005_add_current_provenance;
+mod m20261128_000006_key_events_on_duckdb;
+
+pub use m20261128_000006_key_events_on_duckdb::EVENT_KEY_SQL;
 
 /// Sends logs to stderr, filtered by `RUST_LOG` (default `warn`): the set-up
 /// of both binaries, `exposure-store` and this crate's.
@@ -42,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_create_quarantined_files::Migration),
             Box::new(m20261128_000004_drop_current_indexes_on_duckdb::Migration),
             Box::new(m20261128_000005_add_current_provenance::Migration),
+            Box::new(m20261128_000006_key_events_on_duckdb::Migration),
         ]
     }
 }

@@ -8,9 +8,8 @@
 //! audit log grew by exactly the number of events appended, and that the
 //! rows it grew by are exactly the appended ids.
 //!
-//! `exposure_events` is append-only (nothing ever deletes from it), so its
-//! rows keep dense row ids and a transaction's appends get the row ids
-//! after the ones already stored: the check reads only that tail, so its
+//! A transaction's appends get the row ids after every row committed
+//! before it (its `first_rowid`): the check reads only that tail, so its
 //! cost follows the file, not the database.
 
 use sea_orm::ConnectionTrait;
@@ -37,6 +36,16 @@ impl IdList {
         self.ends.len()
     }
 
+    /// The `i`-th id.
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(previous) => *self.ends.get(previous)?,
+            None => 0,
+        };
+        self.text.get(start..end)
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
@@ -51,6 +60,8 @@ impl IdList {
 pub struct Appended {
     /// Rows of `exposure_events` when the ingestion's transaction started.
     pub(crate) events_before: u64,
+    /// The row id after the last row committed then.
+    pub(crate) first_rowid: i64,
     /// The appended ids.
     pub(crate) ids: IdList,
 }
@@ -70,7 +81,7 @@ impl Appended {
 }
 
 /// Reads, on a fresh connection of `db`'s DuckDB instance, how many rows
-/// `exposure_events` has and how many of those after `appended.events_before`
+/// `exposure_events` has and how many of those at or after `appended.first_rowid`
 /// are among the appended ids; both must match. A mismatch fails the
 /// instance (it is reopened from disk before its next use) and is returned
 /// as [`Error::EngineFailed`]. A no-op on PostgreSQL.
@@ -78,7 +89,8 @@ pub(crate) async fn check_appended(db: &Database, appended: Appended) -> Result<
     let Some(instance) = db.instance() else {
         return Ok(());
     };
-    let (events_before, appended_len) = (appended.events_before, appended.len());
+    let (events_before, first_rowid, appended_len) =
+        (appended.events_before, appended.first_rowid, appended.len());
     let conn = instance.connect()?;
     ConnectionTrait::execute(&conn, &statements::create_check_ids()).await?;
     // The ids move to the blocking task: no copy of a list that holds a
@@ -86,7 +98,7 @@ pub(crate) async fn check_appended(db: &Database, appended: Appended) -> Result<
     let ids = appended.ids;
     conn.with_raw(move |raw| super::stage::append_ids(raw, "check_ids", ids.iter()))
         .await?;
-    let row = ConnectionTrait::query_one(&conn, &statements::count_appended(events_before))
+    let row = ConnectionTrait::query_one(&conn, &statements::count_appended(first_rowid))
         .await?
         .ok_or_else(|| {
             Error::Internal("the check of the appended events returned no row".into())
@@ -102,8 +114,8 @@ pub(crate) async fn check_appended(db: &Database, appended: Appended) -> Result<
     let reason = format!(
         "after the commit the audit log does not hold exactly the file's new events: \
          expected {} rows ({} before + {} appended), found {total}, of which {found} of the \
-         appended ids after the first {}",
-        expected_total, events_before, appended_len, events_before,
+         appended ids at or after row {first_rowid}",
+        expected_total, events_before, appended_len,
     );
     instance.fail(&reason);
     Err(Error::EngineFailed(reason))

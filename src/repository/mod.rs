@@ -34,18 +34,21 @@
 //! statement, for [`ExposureRepository::verify`] and
 //! [`ExposureRepository::rebuild`].
 
+mod append;
 mod check;
 mod fold;
 mod stage;
 mod state;
 mod statements;
 
+pub use append::event_key;
 pub use check::Appended;
 pub use stage::event_row;
 pub(crate) use state::lacks_provenance;
 pub use state::{Difference, DifferenceKind, RebuildReport, VerifyReport};
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -55,8 +58,9 @@ use sea_orm::{
 use sea_query::Alias;
 use serde::Serialize;
 
+use self::append::LogAppend;
 use self::fold::Folder;
-use self::statements::{StageCurrent, StageIds};
+use self::statements::{StageCurrent, StageIds, StageKeys};
 use crate::db::{Engine, Session};
 use crate::entity::prelude::*;
 use crate::entity::{exposure_current, quarantined_file};
@@ -254,19 +258,12 @@ impl ExposureRepository {
     /// # Errors
     /// The database's error while preparing the staging tables.
     pub async fn ingestion<'s>(&self, session: &'s Session) -> Result<Ingestion<'s>> {
-        create_staging(session).await?;
-        let appended = match session.engine() {
-            Engine::DuckDb => Some(Appended {
-                events_before: ExposureEvents::find().count(session).await?,
-                ..Appended::default()
-            }),
-            Engine::Postgres => None,
-        };
+        let log = start_appending(session).await?;
         Ok(Ingestion {
             repo: *self,
             session,
             folder: Folder::default(),
-            appended,
+            log,
             stats: IngestStats::default(),
             finished: false,
         })
@@ -282,19 +279,43 @@ impl ExposureRepository {
         session: &Session,
         events: &[ExposureEvent],
     ) -> Result<InsertedEvents> {
-        create_staging(session).await?;
-        let mut out = InsertedEvents::default();
-        let mut offset = 0;
-        for chunk in events.chunks(self.chunk_size) {
-            let new = insert_chunk(session, chunk).await?;
-            out.inserted += new.len() as u64;
-            out.skipped += (chunk.len() - new.len()) as u64;
-            out.new_positions
-                .extend(new.into_iter().map(|i| offset + i));
-            offset += chunk.len();
+        let Some(mut log) = start_appending(session).await? else {
+            let mut out = InsertedEvents::default();
+            let mut offset = 0;
+            for chunk in events.chunks(self.chunk_size) {
+                let new = insert_chunk(session, chunk).await?;
+                out.inserted += new.len() as u64;
+                out.skipped += (chunk.len() - new.len()) as u64;
+                out.new_positions
+                    .extend(new.into_iter().map(|i| offset + i));
+                offset += chunk.len();
+            }
+            drop_staging(session).await?;
+            return Ok(out);
+        };
+        let mut new_positions = Vec::new();
+        for (offset, chunk) in (0..)
+            .step_by(self.chunk_size)
+            .zip(events.chunks(self.chunk_size))
+        {
+            let new = log_new_events(&mut log, chunk.to_vec());
+            new_positions.extend(new.positions.iter().map(|i| offset + i));
+            append_to_log(session, new).await?;
         }
+        let repeats = log.stored_before(session).await?;
+        log.remove(session, &repeats).await?;
+        new_positions.retain(|&i| {
+            events
+                .get(i)
+                .is_some_and(|e| !repeats.contains(&e.event_id))
+        });
         drop_staging(session).await?;
-        Ok(out)
+        let inserted = new_positions.len();
+        Ok(InsertedEvents {
+            inserted: inserted as u64,
+            skipped: (events.len() - inserted) as u64,
+            new_positions,
+        })
     }
 
     /// Merges `events` into `exposures_current` (whether or not they are in
@@ -472,9 +493,9 @@ pub struct Ingestion<'s> {
     session: &'s Session,
     /// The current state of every key touched so far, written by `finish`.
     folder: Folder,
-    /// DuckDB: what was appended to the audit log, for the check after the
-    /// commit.
-    appended: Option<Appended>,
+    /// DuckDB: what was appended to the audit log (looked up against the
+    /// stored log by `finish`, and checked after the commit).
+    log: Option<LogAppend>,
     stats: IngestStats,
     finished: bool,
 }
@@ -498,28 +519,63 @@ impl Ingestion<'_> {
     /// The database's error; the unit of work must then be rolled back
     /// (returning the error from the work does that).
     pub async fn push(&mut self, events: &[ExposureEvent]) -> Result<()> {
+        if self.log.is_some() {
+            return self.push_owned(events.to_vec()).await;
+        }
+        self.push_postgres(events).await
+    }
+
+    /// PostgreSQL's [`Ingestion::push`]: per chunk, the insert says which
+    /// events are new.
+    async fn push_postgres(&mut self, events: &[ExposureEvent]) -> Result<()> {
         for chunk in events.chunks(self.repo.chunk_size) {
             let started = std::time::Instant::now();
             let new = insert_chunk(self.session, chunk).await?;
-            let appended = started.elapsed();
             self.stats.events_inserted += new.len() as u64;
             self.stats.events_skipped += (chunk.len() - new.len()) as u64;
-            if let Some(appended) = &mut self.appended {
-                for &i in &new {
-                    appended.ids.push(&chunk[i].event_id);
-                }
-            }
             for &i in &new {
                 self.folder.push(&chunk[i]);
             }
             tracing::debug!(
                 events = chunk.len(),
                 new = new.len(),
-                append_ms = appended.as_millis(),
-                fold_ms = (started.elapsed() - appended).as_millis(),
+                ms = started.elapsed().as_millis(),
                 "chunk ingested"
             );
         }
+        Ok(())
+    }
+
+    /// As [`Ingestion::push`], taking the events (which saves a copy on
+    /// DuckDB, where they move to the Appender).
+    ///
+    /// # Errors
+    /// As [`Ingestion::push`].
+    pub async fn push_owned(&mut self, events: Vec<ExposureEvent>) -> Result<()> {
+        let Some(log) = &mut self.log else {
+            return self.push_postgres(&events).await;
+        };
+        let started = std::time::Instant::now();
+        let read = events.len();
+        let new = log_new_events(log, events);
+        self.stats.events_inserted += new.events.len() as u64;
+        self.stats.events_skipped += (read - new.events.len()) as u64;
+        let appended = new.events.len();
+        // The fold runs while DuckDB appends (on its own thread).
+        let new = Arc::new(new);
+        let folder = &mut self.folder;
+        let (written, ()) = tokio::join!(append_to_log(self.session, Arc::clone(&new)), async {
+            for e in &new.events {
+                folder.push(e);
+            }
+        });
+        written?;
+        tracing::debug!(
+            events = read,
+            new = appended,
+            ms = started.elapsed().as_millis(),
+            "chunk ingested"
+        );
         Ok(())
     }
 
@@ -536,17 +592,50 @@ impl Ingestion<'_> {
     /// audit log, for [`ExposureRepository::check_appended`] after the
     /// commit (DuckDB; `None` on PostgreSQL).
     ///
+    /// On DuckDB this is when the appended ids are looked up among the
+    /// stored ones (see `append.rs`). Events stored already are removed
+    /// from the log again and counted as skipped, and the current state is
+    /// then computed from the rows this ingestion kept, with one set-based
+    /// statement, instead of from the fold.
+    ///
     /// # Errors
     /// As [`Ingestion::finish`].
     pub async fn finish_checked(mut self) -> Result<(IngestStats, Option<Appended>)> {
         let started = std::time::Instant::now();
-        let upserted = upsert_folded(self.session, std::mem::take(&mut self.folder)).await?;
+        let folder = std::mem::take(&mut self.folder);
+        let mut from_log = None;
+        if let Some(log) = &mut self.log {
+            let repeats = log.stored_before(self.session).await?;
+            if !repeats.is_empty() {
+                log.remove(self.session, &repeats).await?;
+                self.stats.events_inserted -= repeats.len() as u64;
+                self.stats.events_skipped += repeats.len() as u64;
+                from_log = Some(log.first_rowid);
+            }
+            tracing::debug!(
+                stored_before = repeats.len(),
+                lookup_ms = started.elapsed().as_millis(),
+                "appended ids looked up"
+            );
+        }
+        let upserted = match from_log {
+            None => upsert_folded(self.session, folder).await?,
+            Some(first_rowid) => {
+                self.session
+                    .execute(&statements::clear(StageCurrent::Table))
+                    .await?;
+                self.session
+                    .execute_raw(state::stage_state_of_appended(first_rowid))
+                    .await?;
+                merge_staged(self.session).await?
+            }
+        };
         drop_staging(self.session).await?;
         self.finished = true;
         tracing::debug!(
             inserted = upserted.inserted,
             updated = upserted.updated,
-            upsert_ms = started.elapsed().as_millis(),
+            ms = started.elapsed().as_millis(),
             "current state written"
         );
         let stats = IngestStats {
@@ -554,7 +643,73 @@ impl Ingestion<'_> {
             exposures_updated: upserted.updated,
             ..self.stats
         };
-        Ok((stats, self.appended.take()))
+        let appended = self.log.take().map(|log| Appended {
+            events_before: log.events_before,
+            first_rowid: log.first_rowid,
+            ids: log.ids,
+        });
+        Ok((stats, appended))
+    }
+}
+
+/// Events of a chunk not appended before in the unit of work, with their
+/// keys and positions in the chunk.
+#[derive(Debug, Default)]
+struct NewEvents {
+    events: Vec<ExposureEvent>,
+    keys: Vec<u64>,
+    positions: Vec<usize>,
+}
+
+/// Keeps the events of `chunk` whose ids `log` has not appended yet (and
+/// records them as appended).
+fn log_new_events(log: &mut LogAppend, chunk: Vec<ExposureEvent>) -> NewEvents {
+    let mut new = NewEvents::default();
+    for (position, e) in chunk.into_iter().enumerate() {
+        let key = append::event_key(&e.event_id);
+        if log.admit(&e.event_id, key) {
+            new.events.push(e);
+            new.keys.push(key);
+            new.positions.push(position);
+        }
+    }
+    new
+}
+
+/// Appends `new` to `exposure_events` (DuckDB).
+async fn append_to_log(
+    session: &Session,
+    new: impl AsRef<NewEvents> + Send + 'static,
+) -> Result<()> {
+    let Some(duckdb) = session.duckdb() else {
+        return Err(Error::Internal(
+            "the DuckDB append ran on PostgreSQL".into(),
+        ));
+    };
+    duckdb
+        .with_raw(move |conn| {
+            let new = new.as_ref();
+            append::append_events(conn, &new.events, &new.keys)
+        })
+        .await?;
+    Ok(())
+}
+
+impl AsRef<NewEvents> for NewEvents {
+    fn as_ref(&self) -> &NewEvents {
+        self
+    }
+}
+
+/// Prepares a unit of work to write events: on DuckDB, takes the write
+/// turn, creates the staging tables and starts a [`LogAppend`] (returned);
+/// on PostgreSQL creates the staging table (`None`).
+async fn start_appending(session: &Session) -> Result<Option<LogAppend>> {
+    session.take_write_turn().await;
+    create_staging(session).await?;
+    match session.engine() {
+        Engine::DuckDb => Ok(Some(LogAppend::start(session).await?)),
+        Engine::Postgres => Ok(None),
     }
 }
 
@@ -567,6 +722,9 @@ async fn drop_staging(session: &Session) -> Result<()> {
     session
         .execute(&statements::drop_temporary(StageIds::Table))
         .await?;
+    session
+        .execute(&statements::drop_temporary(StageKeys::Table))
+        .await?;
     Ok(())
 }
 
@@ -574,6 +732,7 @@ async fn create_staging(session: &Session) -> Result<()> {
     session.execute(&statements::create_stage_current()).await?;
     if session.engine() == Engine::DuckDb {
         session.execute(&statements::create_stage_ids()).await?;
+        session.execute(&statements::create_stage_keys()).await?;
     }
     Ok(())
 }
@@ -605,53 +764,29 @@ fn internal(e: sea_query::error::Error) -> Error {
     Error::Internal(e.to_string())
 }
 
-/// Writes the chunk's events that are not stored yet to `exposure_events`;
-/// returns their positions within the chunk.
+/// Writes the chunk's events that are not stored yet to `exposure_events`
+/// (PostgreSQL, where the insert itself says which ids were new); returns
+/// their positions within the chunk.
 async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<usize>> {
     let mut seen: HashSet<&str> = HashSet::with_capacity(chunk.len());
     let candidates: Vec<usize> = (0..chunk.len())
         .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
         .collect();
-    let Some(duckdb) = session.duckdb() else {
-        // PostgreSQL: the insert itself says which ids were new.
-        let rows = candidates
-            .iter()
-            .map(|&i| stage::event_row(&chunk[i]))
-            .collect();
-        let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
-        for batch in stage::postgres_batches(rows) {
-            let insert = statements::insert_new_events(batch).map_err(internal)?;
-            for row in session.query_all(&insert).await? {
-                inserted.insert(row.try_get("", "event_id")?);
-            }
+    let rows = candidates
+        .iter()
+        .map(|&i| stage::event_row(&chunk[i]))
+        .collect();
+    let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
+    for batch in stage::postgres_batches(rows) {
+        let insert = statements::insert_new_events(batch).map_err(internal)?;
+        for row in session.query_all(&insert).await? {
+            inserted.insert(row.try_get("", "event_id")?);
         }
-        return Ok(candidates
-            .into_iter()
-            .filter(|&i| inserted.contains(&chunk[i].event_id))
-            .collect());
-    };
-    // DuckDB: look the ids up, then append only the new events.
-    session.execute(&statements::clear(StageIds::Table)).await?;
-    let ids = candidates
-        .iter()
-        .map(|&i| stage::id_row(&chunk[i].event_id))
-        .collect();
-    stage_rows(session, "stage_ids", statements::stage_ids_columns(), ids).await?;
-    let stored: HashSet<String> = session
-        .query_all(&statements::stored_event_ids())
-        .await?
-        .iter()
-        .map(|row| row.try_get::<String>("", "event_id"))
-        .collect::<Result<_, _>>()?;
-    let new: Vec<usize> = candidates
+    }
+    Ok(candidates
         .into_iter()
-        .filter(|&i| !stored.contains(&chunk[i].event_id))
-        .collect();
-    let rows: Vec<_> = new.iter().map(|&i| stage::event_row(&chunk[i])).collect();
-    duckdb
-        .with_raw(move |conn| stage::append_events(conn, rows))
-        .await?;
-    Ok(new)
+        .filter(|&i| inserted.contains(&chunk[i].event_id))
+        .collect())
 }
 
 /// Writes the folded rows to `exposures_current`: stages them once, then
@@ -667,7 +802,6 @@ async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExpo
     if folded.is_empty() {
         return Ok(UpsertedExposures::default());
     }
-    let keys = folded.len() as u64;
     session
         .execute(&statements::clear(StageCurrent::Table))
         .await?;
@@ -692,35 +826,48 @@ async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExpo
         )
         .await?;
     }
-    let inserted = match session.engine() {
+    merge_staged(session).await
+}
+
+/// Merges the rows of `stage_current` into `exposures_current` with one
+/// upsert (`statements::upsert_current`); returns how many keys it
+/// inserted and updated.
+async fn merge_staged(session: &Session) -> Result<UpsertedExposures> {
+    let count = async |query: &sea_query::SelectStatement| -> Result<u64> {
+        let n = session
+            .query_one(query)
+            .await?
+            .map(|row| row.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    match session.engine() {
         Engine::DuckDb => {
-            let stored = session
-                .query_one(&statements::count_stored_keys())
-                .await?
-                .map(|row| row.try_get::<i64>("", "n"))
-                .transpose()?
-                .unwrap_or(0);
+            let staged = count(&statements::count_staged_keys()).await?;
+            let stored = count(&statements::count_stored_keys()).await?;
             let upsert = statements::upsert_current(false).map_err(internal)?;
             session.execute(&upsert).await?;
-            keys.saturating_sub(u64::try_from(stored).unwrap_or(0))
+            Ok(UpsertedExposures {
+                inserted: staged.saturating_sub(stored),
+                updated: stored,
+            })
         }
         Engine::Postgres => {
             // Another writer may insert a key between a count and the
             // upsert: the upsert itself says what it inserted.
             let upsert = statements::upsert_current(true).map_err(internal)?;
-            let mut inserted = 0;
+            let mut out = UpsertedExposures::default();
             for row in session.query_all(&upsert).await? {
                 if row.try_get::<bool>("", "inserted")? {
-                    inserted += 1;
+                    out.inserted += 1;
+                } else {
+                    out.updated += 1;
                 }
             }
-            inserted
+            Ok(out)
         }
-    };
-    Ok(UpsertedExposures {
-        inserted,
-        updated: keys - inserted,
-    })
+    }
 }
 
 #[derive(Debug, FromQueryResult)]

@@ -9,15 +9,10 @@
 //!   sea-query, each under PostgreSQL's limit of 65,535 bound values.
 
 use duckdb::types::Value as DuckValue;
-use sea_orm::IdenStatic;
 use sea_query::Value;
 
 use super::fold::{Folded, Sourced};
-use super::statements::EVENT_COLUMNS;
 use crate::event::ExposureEvent;
-
-/// The audit log's table name.
-const EVENTS_TABLE: &str = "exposure_events";
 
 /// Temporary tables live in DuckDB's `temp` catalog.
 const TEMP_CATALOG: &str = "temp";
@@ -64,11 +59,6 @@ pub fn event_row(e: &ExposureEvent) -> [Value; 20] {
         opt_text(e.scan_run_id.as_ref()),
         Value::Json(e.raw_payload_json.clone().map(Box::new)),
     ]
-}
-
-/// A row of `stage_ids`.
-pub(crate) fn id_row(event_id: &str) -> [Value; 1] {
-    [text(event_id)]
 }
 
 /// A detail and its provenance: `[value, seen_at, event_id]`.
@@ -174,22 +164,16 @@ pub(crate) fn append_ids<'a>(
     Ok(appender.flush()?)
 }
 
-/// Appends event rows (from [`event_row`]) to `exposure_events`, naming the
-/// columns so that a hand-made table with another column order still
-/// receives every value in its column.
+/// Appends `keys` to the temporary table `stage_keys` on `conn`.
 ///
 /// # Errors
-/// DuckDB's error, for example a primary key violation when another
-/// transaction stored the same event id in the meantime.
-pub(crate) fn append_events(
-    conn: &duckdb::Connection,
-    rows: Vec<[Value; 20]>,
-) -> duckdb_adapter::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+/// DuckDB's error.
+pub(crate) fn append_keys(conn: &duckdb::Connection, keys: &[u64]) -> duckdb_adapter::Result<()> {
+    let mut appender = conn.appender_to_catalog_and_db("stage_keys", TEMP_CATALOG, TEMP_SCHEMA)?;
+    for key in keys {
+        appender.append_row([key])?;
     }
-    let columns = EVENT_COLUMNS.map(|c| c.as_str());
-    append_all(conn.appender_with_columns(EVENTS_TABLE, &columns)?, rows)
+    Ok(appender.flush()?)
 }
 
 fn append_all<const N: usize>(

@@ -154,12 +154,37 @@ fn source(c: Cur) -> (&'static str, Option<&'static str>) {
 /// `SELECT <every current column> FROM exposure_events GROUP BY the key`:
 /// the current state as the log defines it (see `fold.rs`).
 fn state_from_log(engine: Engine) -> String {
+    state_of(engine, &q(exposure_event::Entity.table_name()))
+}
+
+/// `INSERT INTO stage_current (...) <the state of the rows of
+/// exposure_events at or after row id $1>` (DuckDB): the fold of what an
+/// ingestion appended, computed by the database (see `Ingestion::finish`).
+pub(super) fn stage_state_of_appended(first_rowid: i64) -> Statement {
+    let events = format!(
+        "(SELECT * FROM {} WHERE rowid >= $1)",
+        q(exposure_event::Entity.table_name())
+    );
+    let columns = CURRENT_COLUMNS.map(|c| q(n(c))).join(", ");
+    Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        format!(
+            "INSERT INTO {} ({columns}) {}",
+            q(super::statements::StageCurrent::Table.to_string()),
+            state_of(Engine::DuckDb, &events)
+        ),
+        [first_rowid.into()],
+    )
+}
+
+/// The state of the events of `events` (a table name or a parenthesised
+/// query), one row per key; see [`state_from_log`].
+fn state_of(engine: Engine, events: &str) -> String {
     let (ts, id) = (
         q(exposure_event::Column::Timestamp.as_str()),
         q(exposure_event::Column::EventId.as_str()),
     );
     let (office, exposure) = (q(n(Cur::OfficeId)), q(n(Cur::ExposureId)));
-    let events = q(exposure_event::Entity.table_name());
     let rank = q("event_rank");
     // The rank, within its key, of the greatest event where `detail` is not
     // NULL (PostgreSQL; `None`: of the greatest event).
@@ -203,7 +228,7 @@ fn state_from_log(engine: Engine) -> String {
     // ordered `array_agg` per column.)
     let ranked = format!(
         "SELECT *, row_number() OVER (PARTITION BY {office}, {exposure} \
-         ORDER BY {ts}, {id}{collate}) AS {rank} FROM {events}",
+         ORDER BY {ts}, {id}{collate}) AS {rank} FROM {events} AS logged",
         collate = match engine {
             Engine::DuckDb => "",
             Engine::Postgres => " COLLATE \"C\"",

@@ -32,6 +32,17 @@ pub(crate) enum CheckIds {
     Table,
 }
 
+/// The keys of the event ids a unit of work appended (DuckDB, see
+/// `append.rs`).
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum StageKeys {
+    Table,
+}
+
+/// `exposure_events.event_key` on DuckDB (migration 6; not an entity
+/// column: PostgreSQL has no such column).
+pub(crate) const EVENT_KEY: &str = "event_key";
+
 /// Folded rows, one per key.
 #[derive(Iden, Clone, Copy)]
 pub(crate) enum StageCurrent {
@@ -151,6 +162,96 @@ pub(crate) fn create_stage_ids() -> TableCreateStatement {
     id_table(StageIds::Table)
 }
 
+/// `CREATE TEMPORARY TABLE IF NOT EXISTS stage_keys (event_key UBIGINT)`.
+pub(crate) fn create_stage_keys() -> TableCreateStatement {
+    Table::create()
+        .table(StageKeys::Table)
+        .temporary()
+        .if_not_exists()
+        .col(ColumnDef::new(Alias::new(EVENT_KEY)).custom(Alias::new("UBIGINT")))
+        .to_owned()
+}
+
+/// `SELECT COUNT(*) AS events, COALESCE(MAX(rowid) + 1, 0) AS next_rowid
+/// FROM exposure_events` (DuckDB): the rows of the log, and the row id
+/// after the last one.
+pub(crate) fn log_extent() -> SelectStatement {
+    Query::select()
+        .expr_as(
+            Func::count(Expr::col(sea_query::Asterisk)),
+            Alias::new("events"),
+        )
+        .expr_as(
+            Func::coalesce([
+                Func::max(Expr::col(Alias::new("rowid"))).add(1),
+                Expr::val(0_i64),
+            ]),
+            Alias::new("next_rowid"),
+        )
+        .from(exposure_event::Entity)
+        .to_owned()
+}
+
+/// `rowid < $first_rowid AND (event_key IN (SELECT event_key FROM
+/// stage_keys) OR event_key IS NULL)`: committed rows whose key is one of
+/// the staged keys, or that have none.
+fn key_matches(first_rowid: i64) -> Expr {
+    let key = || Expr::col(Alias::new(EVENT_KEY));
+    Expr::col(Alias::new("rowid")).lt(first_rowid).and(
+        key()
+            .in_subquery(
+                Query::select()
+                    .column(Alias::new(EVENT_KEY))
+                    .from(StageKeys::Table)
+                    .to_owned(),
+            )
+            .or(key().is_null()),
+    )
+}
+
+/// `SELECT COUNT(*) AS n FROM exposure_events WHERE <key_matches>`: reads
+/// only the key column (and the row ids).
+pub(crate) fn count_key_matches(first_rowid: i64) -> SelectStatement {
+    Query::select()
+        .expr_as(Func::count(Expr::col(sea_query::Asterisk)), Alias::new("n"))
+        .from(exposure_event::Entity)
+        .and_where(key_matches(first_rowid))
+        .to_owned()
+}
+
+/// `SELECT event_id FROM exposure_events WHERE rowid IN (SELECT rowid ...
+/// WHERE <key_matches>)`, as SQL and values: the ids of the rows
+/// [`count_key_matches`] counts. (Selecting `event_id` in the same scan as
+/// the key would read every stored id; by row id only the matched rows'
+/// blocks are read, one range for a file sent again.)
+pub(crate) fn ids_of_key_matches(first_rowid: i64) -> (String, sea_query::Values) {
+    let rowid = || Expr::col(Alias::new("rowid"));
+    Query::select()
+        .column(Ev::EventId)
+        .from(exposure_event::Entity)
+        .and_where(
+            rowid().in_subquery(
+                Query::select()
+                    .expr(rowid())
+                    .from(exposure_event::Entity)
+                    .and_where(key_matches(first_rowid))
+                    .to_owned(),
+            ),
+        )
+        .build(sea_query::PostgresQueryBuilder)
+}
+
+/// `DELETE FROM exposure_events WHERE rowid >= $first_rowid AND event_id IN
+/// (SELECT event_id FROM stage_ids)`: removes rows this unit of work
+/// appended (only its own rows are at or after `first_rowid`).
+pub(crate) fn delete_appended(first_rowid: i64) -> sea_query::DeleteStatement {
+    Query::delete()
+        .from_table(exposure_event::Entity)
+        .and_where(Expr::col(Alias::new("rowid")).gte(first_rowid))
+        .and_where(id_in(StageIds::Table))
+        .to_owned()
+}
+
 /// `CREATE TEMPORARY TABLE IF NOT EXISTS check_ids (event_id)`.
 pub(crate) fn create_check_ids() -> TableCreateStatement {
     id_table(CheckIds::Table)
@@ -169,9 +270,9 @@ fn id_table(table: impl IntoIden) -> TableCreateStatement {
 /// `SELECT (SELECT COUNT(*) FROM exposure_events) AS total, (SELECT
 /// COUNT(*) FROM exposure_events WHERE rowid >= $1 AND event_id IN (SELECT
 /// event_id FROM check_ids)) AS found`: the audit log's rows, and how many
-/// of those past the first `events_before` are the checked ids (DuckDB's
-/// `rowid`; see `check.rs`).
-pub(crate) fn count_appended(events_before: u64) -> SelectStatement {
+/// of those at or after row id `first_rowid` are the checked ids (see
+/// `check.rs`).
+pub(crate) fn count_appended(first_rowid: i64) -> SelectStatement {
     let count_all = || Func::count(Expr::col(sea_query::Asterisk));
     let total = Query::select()
         .expr(count_all())
@@ -180,9 +281,7 @@ pub(crate) fn count_appended(events_before: u64) -> SelectStatement {
     let found = Query::select()
         .expr(count_all())
         .from(exposure_event::Entity)
-        .and_where(
-            Expr::col(Alias::new("rowid")).gte(i64::try_from(events_before).unwrap_or(i64::MAX)),
-        )
+        .and_where(Expr::col(Alias::new("rowid")).gte(first_rowid))
         .and_where(id_in(CheckIds::Table))
         .to_owned();
     Query::select()
@@ -262,13 +361,8 @@ pub(crate) fn insert_new_events(
     Ok(insert)
 }
 
-/// The columns of `stage_ids` and `stage_current`, in the
-/// order their rows are built (`stage.rs`).
-pub(crate) fn stage_ids_columns() -> [DynIden; 1] {
-    [Ev::EventId.into_iden()]
-}
-
-/// See [`stage_ids_columns`].
+/// The columns of `stage_current`, in the order its rows are built
+/// (`stage.rs`).
 pub(crate) fn stage_current_columns() -> [DynIden; 35] {
     CURRENT_COLUMNS.map(IntoIden::into_iden)
 }
@@ -292,14 +386,11 @@ fn id_in(table: impl IntoIden) -> Expr {
     Expr::col(Ev::EventId).in_subquery(Query::select().column(Ev::EventId).from(table).to_owned())
 }
 
-/// `SELECT event_id FROM exposure_events WHERE event_id IN (SELECT event_id
-/// FROM stage_ids)`: which of the chunk's ids are stored already (including
-/// those appended earlier in the same transaction).
-pub(crate) fn stored_event_ids() -> SelectStatement {
+/// `SELECT COUNT(*) AS n FROM stage_current`.
+pub(crate) fn count_staged_keys() -> SelectStatement {
     Query::select()
-        .column(Ev::EventId)
-        .from(exposure_event::Entity)
-        .and_where(id_in(StageIds::Table))
+        .expr_as(Func::count(Expr::col(sea_query::Asterisk)), Alias::new("n"))
+        .from(StageCurrent::Table)
         .to_owned()
 }
 
@@ -435,15 +526,5 @@ mod tests {
             r#"SELECT (SELECT COUNT(*) FROM "exposure_events") AS "total", (SELECT COUNT(*) FROM "exposure_events" WHERE "rowid" >= $1 AND "event_id" IN (SELECT "event_id" FROM "check_ids")) AS "found""#
         );
         assert_eq!(values.0, vec![Value::BigInt(Some(42))]);
-    }
-
-    #[test]
-    fn stored_ids_are_found_with_a_bound_free_semi_join() {
-        let (sql, values) = stored_event_ids().build(PostgresQueryBuilder);
-        assert_eq!(
-            sql,
-            r#"SELECT "event_id" FROM "exposure_events" WHERE "event_id" IN (SELECT "event_id" FROM "stage_ids")"#
-        );
-        assert!(values.0.is_empty());
     }
 }

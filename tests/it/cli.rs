@@ -423,7 +423,7 @@ fn migrate_verbs_and_init_through_the_cli(
     let text = String::from_utf8_lossy(&status.stdout).to_string();
     assert_eq!(
         text.lines().filter(|l| l.starts_with("applied")).count(),
-        5,
+        6,
         "{text}"
     );
     let down = env.run(&["migrate", "down", "-n", "2"])?;
@@ -450,7 +450,7 @@ fn migrate_verbs_and_init_through_the_cli(
                 .lines()
                 .filter(|l| l.starts_with("applied"))
                 .count(),
-            5
+            6
         );
     }
     let reset = env.run(&["migrate", "reset"])?;
@@ -459,7 +459,7 @@ fn migrate_verbs_and_init_through_the_cli(
             .lines()
             .filter(|l| l.starts_with("pending"))
             .count(),
-        5
+        6
     );
     Ok(())
 }

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use exposure_store::Database;
-use exposure_store::entity::exposure_event;
 use exposure_store::entity::{EventAction, Severity, Status};
+use exposure_store::entity::{exposure_current, exposure_event};
 
 /// Test functions return this instead of unwrapping.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -195,4 +195,48 @@ pub fn generated_file(
     };
     exposure_store::generate::generate(options, std::fs::File::create(path)?)?;
     Ok(path.to_path_buf())
+}
+
+/// A current-state row for `(office, exposure)` (for tests that need a row
+/// whose key only the primary key of `exposures_current` guards: on DuckDB
+/// the audit log has no index, see migration 6).
+pub fn current_row(office: &str, exposure: &str) -> exposure_current::Model {
+    let at = ts("2025-01-01T00:00:00Z");
+    exposure_current::Model {
+        office_id: office.to_owned(),
+        exposure_id: exposure.to_owned(),
+        exposure_class: "open_port".to_owned(),
+        status: Status::Open,
+        severity: Severity::Medium,
+        event_action: EventAction::Opened,
+        risk_score: 5.0,
+        first_seen: at,
+        last_seen: at,
+        asset_id: "asset-1".to_owned(),
+        hostname: None,
+        asset_ip: None,
+        dst_ip: None,
+        dst_port: None,
+        protocol: None,
+        service_name: None,
+        service_product: None,
+        service_version: None,
+        last_event_id: Some("e-1".to_owned()),
+        hostname_seen_at: None,
+        hostname_event_id: None,
+        asset_ip_seen_at: None,
+        asset_ip_event_id: None,
+        dst_ip_seen_at: None,
+        dst_ip_event_id: None,
+        dst_port_seen_at: None,
+        dst_port_event_id: None,
+        protocol_seen_at: None,
+        protocol_event_id: None,
+        service_name_seen_at: None,
+        service_name_event_id: None,
+        service_product_seen_at: None,
+        service_product_event_id: None,
+        service_version_seen_at: None,
+        service_version_event_id: None,
+    }
 }

@@ -33,7 +33,7 @@ async fn init_is_idempotent_and_keeps_data(
     }
     let states = t.db.migrate(MigrateCommand::Status).await?;
     assert_eq!(applied(&states), states.len());
-    assert_eq!(states.len(), 5);
+    assert_eq!(states.len(), 6);
     assert_eq!(ExposureEvents::find().count(&t.db).await?, 1);
     Ok(())
 }
@@ -69,7 +69,7 @@ async fn concurrent_init_is_safe(
         handles.push(task.await??);
     }
     let states = handles[0].migrate(MigrateCommand::Status).await?;
-    assert_eq!(applied(&states), 5);
+    assert_eq!(applied(&states), 6);
     Ok(())
 }
 
@@ -87,16 +87,16 @@ async fn every_verb_works(
     let states = db.migrate(MigrateCommand::Up { num: Some(1) }).await?;
     assert_eq!(applied(&states), 1);
     let states = db.migrate(MigrateCommand::Up { num: None }).await?;
-    assert_eq!(applied(&states), 5);
+    assert_eq!(applied(&states), 6);
     event("x", "2025-01-01T00:00:00Z")
         .into_active_model()
         .insert(&db)
         .await?;
 
     let states = db.migrate(MigrateCommand::Down { num: 2 }).await?;
-    assert_eq!(applied(&states), 3);
+    assert_eq!(applied(&states), 4);
     let states = db.migrate(MigrateCommand::Refresh).await?;
-    assert_eq!(applied(&states), 5);
+    assert_eq!(applied(&states), 6);
     assert_eq!(
         ExposureEvents::find().count(&db).await?,
         0,
@@ -108,7 +108,7 @@ async fn every_verb_works(
         .insert(&db)
         .await?;
     let states = db.migrate(MigrateCommand::Fresh).await?;
-    assert_eq!(applied(&states), 5);
+    assert_eq!(applied(&states), 6);
     assert_eq!(
         ExposureEvents::find().count(&db).await?,
         0,
@@ -158,7 +158,7 @@ async fn a_hand_made_database_is_adopted() -> TestResult {
     }
     let db = Database::open(&path)?;
     db.init().await?;
-    assert_eq!(applied(&db.migrate(MigrateCommand::Status).await?), 5);
+    assert_eq!(applied(&db.migrate(MigrateCommand::Status).await?), 6);
     let legacy = ExposureEvents::find_by_id("legacy-1".to_owned())
         .one(&db)
         .await?;
@@ -256,14 +256,21 @@ async fn a_plain_duckdb_client_can_read_the_database() -> TestResult {
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
     assert_eq!((id.as_str(), sev.as_str()), ("plain", "medium"));
-    // The audit log's three secondary indexes; `exposures_current` keeps only
-    // its primary key on DuckDB (migration 4).
-    let indexes: i64 = conn.query_row(
-        "SELECT count(*) FROM duckdb_indexes() WHERE index_name LIKE 'idx_%'",
-        [],
-        |row| row.get(0),
-    )?;
-    assert_eq!(indexes, 3);
+    // No index on DuckDB but the primary key of `exposures_current`
+    // (migrations 4 and 6); the log's rows carry `event_key`.
+    let indexes: i64 = conn.query_row("SELECT count(*) FROM duckdb_indexes()", [], |row| {
+        row.get(0)
+    })?;
+    assert_eq!(indexes, 0);
+    let constraints: Vec<String> = conn
+        .prepare(
+            "SELECT table_name || ' ' || constraint_type FROM duckdb_constraints() \
+             WHERE constraint_type IN ('PRIMARY KEY', 'UNIQUE') AND table_name LIKE 'exposure%' \
+             ORDER BY 1",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    assert_eq!(constraints, ["exposures_current PRIMARY KEY"]);
     let on_current: i64 = conn.query_row(
         "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'exposures_current'",
         [],

@@ -12,7 +12,7 @@ use sea_orm::{
 
 use rstest::rstest;
 
-use crate::helpers::{Backend, TestDb, TestResult, event, ts};
+use crate::helpers::{Backend, TestDb, TestResult, current_row, event, ts};
 
 #[rstest]
 #[tokio::test]
@@ -264,7 +264,11 @@ async fn constraint_violations_are_distinguishable_and_carry_the_databases_messa
         .into_active_model()
         .insert(&t.db)
         .await?;
-    let again = event("dup", "2025-01-01T00:00:00Z")
+    current_row("o", "x")
+        .into_active_model()
+        .insert(&t.db)
+        .await?;
+    let again = current_row("o", "x")
         .into_active_model()
         .insert(&t.db)
         .await;

@@ -9,7 +9,7 @@ use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, P
 
 use rstest::rstest;
 
-use crate::helpers::{Backend, TestDb, TestResult, event};
+use crate::helpers::{Backend, TestDb, TestResult, current_row, event};
 
 async fn count(db: &Database) -> TestResult<u64> {
     Ok(ExposureEvents::find().count(db).await?)
@@ -143,23 +143,23 @@ async fn a_failed_commit_is_an_error_to_the_caller() -> TestResult {
     let t = TestDb::duckdb().await?;
     // Two units of work insert the same new key; the second to commit loses.
     let first = t.db.begin().await?;
-    event("contested", "2025-01-01T00:00:00Z")
+    current_row("office-001", "contested")
         .into_active_model()
         .insert(&first)
         .await?;
     let second = t.db.begin().await?;
-    let mut other = event("contested", "2025-01-01T00:00:00Z");
-    other.office_id = "office-999".to_owned();
+    let mut other = current_row("office-001", "contested");
+    other.asset_id = "asset-999".to_owned();
     // DuckDB may notice the conflict at the INSERT (then the commit is
     // refused) or only at COMMIT (then COMMIT fails): either way, an error.
     let _maybe_conflict = other.into_active_model().insert(&second).await;
     first.commit().await?;
     let outcome = second.commit().await;
     assert!(outcome.is_err(), "the losing unit of work reported success");
-    let stored = ExposureEvents::find_by_id("contested".to_owned())
+    let stored = ExposuresCurrent::find_by_id(("office-001".to_owned(), "contested".to_owned()))
         .one(&t.db)
         .await?;
-    assert_eq!(stored.map(|e| e.office_id), Some("office-001".to_owned()));
+    assert_eq!(stored.map(|e| e.asset_id), Some("asset-1".to_owned()));
     Ok(())
 }
 

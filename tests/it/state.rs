@@ -285,3 +285,68 @@ async fn init_fills_the_provenance_of_a_database_from_before_it(
     assert_eq!(current_rows(&db).await?, current_rows(&reference.db).await?);
     Ok(())
 }
+
+/// An event id stored by an earlier file and sent again with other values
+/// (later, another host, closed), in a file with new events: the stored
+/// event wins, the repeat is skipped and leaves no trace in the current
+/// state, and the new events count. On DuckDB this is the path where the
+/// repeat is found after it was appended (see the README's *How an event
+/// id is stored once on DuckDB*); an event stored by another tool, without
+/// `event_key`, is found as well.
+#[rstest]
+#[tokio::test]
+async fn an_event_sent_again_with_other_values_is_skipped(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    let e1 = host("e1", "2025-01-01T00:00:01Z", Some("a"));
+    let e2 = host("e2", "2025-01-01T00:00:02Z", Some("b"));
+    let mut changed = host("e1", "2025-01-01T00:00:09Z", Some("z"));
+    changed.status = Status::Closed;
+    let e3 = host("e3", "2025-01-01T00:00:03Z", None);
+    // Stored by another tool, through the entity (so without `event_key` on
+    // DuckDB), for another exposure; its current state is not written.
+    let mut by_tool = crate::helpers::event("e4", "2025-01-01T00:00:04Z");
+    by_tool.exposure_id = "x2".to_owned();
+
+    let t = TestDb::new(backend).await?;
+    ingest(&t.db, 10, &[e1.clone(), e2.clone()]).await?;
+    ExposureEvents::insert(exposure_event::ActiveModel::from(by_tool.clone()))
+        .exec(&t.db)
+        .await?;
+    let stats = ingest(
+        &t.db,
+        2,
+        &[
+            changed,
+            e3.clone(),
+            ExposureEvent::from(by_tool),
+            e3.clone(),
+        ],
+    )
+    .await?;
+    assert_eq!((stats.events_inserted, stats.events_skipped), (1, 3));
+
+    let reference = TestDb::new(backend).await?;
+    ingest(&reference.db, 10, &[e1, e2, e3]).await?;
+    assert_eq!(
+        current_rows(&t.db).await?,
+        current_rows(&reference.db).await?
+    );
+    let row = &current_rows(&t.db).await?[0];
+    assert_eq!(row.status, Status::Open);
+    assert_eq!(row.hostname.as_deref(), Some("b"));
+    assert_eq!(row.last_event_id.as_deref(), Some("e3"));
+    assert_eq!(ExposureEvents::find().all(&t.db).await?.len(), 4);
+    let report = verify(&t.db).await?;
+    assert!(report.duplicate_event_ids.is_empty());
+    assert_eq!(
+        report
+            .differences
+            .iter()
+            .map(|d| (d.exposure_id.as_str(), d.kind))
+            .collect::<Vec<_>>(),
+        [("x2", DifferenceKind::Missing)],
+        "only the tool's event lacks its current state"
+    );
+    Ok(())
+}

@@ -23,7 +23,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use duckdb::types::{TimeUnit, Value as DuckValue};
 use md5::{Digest, Md5};
 use sea_orm::{ConnectionTrait, Statement};
 
@@ -186,7 +185,7 @@ impl LogAppend {
 
 /// The names of the columns [`append_events`] fills: those of the entity,
 /// then `event_key`.
-fn append_columns() -> [&'static str; 21] {
+pub(super) fn append_columns() -> [&'static str; 21] {
     let mut names = [EVENT_KEY; 21];
     for (name, column) in names.iter_mut().zip(EVENT_COLUMNS) {
         *name = sea_orm::IdenStatic::as_str(&column);
@@ -195,7 +194,7 @@ fn append_columns() -> [&'static str; 21] {
 }
 
 /// Appends `events` (with their `keys`) to `exposure_events` with DuckDB's
-/// Appender, value by value, without intermediate rows.
+/// Appender, as one Arrow record batch (`columns.rs`).
 ///
 /// # Errors
 /// DuckDB's error (a value its column refuses).
@@ -207,34 +206,9 @@ pub(crate) fn append_events(
     if events.is_empty() {
         return Ok(());
     }
+    let batch = super::columns::events(events, keys)?;
     let mut appender = conn.appender_with_columns("exposure_events", &append_columns())?;
-    for (e, key) in events.iter().zip(keys) {
-        let timestamp = DuckValue::Timestamp(TimeUnit::Microsecond, e.timestamp.timestamp_micros());
-        let payload = e.raw_payload_json.as_ref().map(ToString::to_string);
-        appender.append_row(duckdb::params![
-            e.event_id,
-            timestamp,
-            e.office_id,
-            e.asset_id,
-            e.exposure_id,
-            e.exposure_class,
-            e.event_action.as_str(),
-            e.status.as_str(),
-            e.severity.as_str(),
-            e.risk_score,
-            e.hostname,
-            e.asset_ip,
-            e.dst_ip,
-            e.dst_port,
-            e.protocol,
-            e.service_name,
-            e.service_product,
-            e.service_version,
-            e.scan_run_id,
-            payload,
-            key,
-        ])?;
-    }
+    appender.append_record_batch(batch)?;
     Ok(appender.flush()?)
 }
 
@@ -268,6 +242,20 @@ mod tests {
             let from_duckdb: u64 = conn.query_row(&sql, [id], |row| row.get(0))?;
             assert_eq!(event_key(id), from_duckdb, "{id:.20}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_event_batch_has_the_appended_columns_in_order() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let batch = super::super::columns::events(&[], &[])?;
+        let names: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, append_columns());
         Ok(())
     }
 

@@ -36,6 +36,7 @@
 
 mod append;
 mod check;
+mod columns;
 mod fold;
 mod stage;
 mod state;
@@ -562,17 +563,30 @@ impl Ingestion<'_> {
         self.stats.events_skipped += (read - new.events.len()) as u64;
         let appended = new.events.len();
         // The fold runs while DuckDB appends (on its own thread).
+        let logged = started.elapsed();
         let new = Arc::new(new);
         let folder = &mut self.folder;
-        let (written, ()) = tokio::join!(append_to_log(self.session, Arc::clone(&new)), async {
-            for e in &new.events {
-                folder.push(e);
+        let (written, fold_ms) = tokio::join!(
+            async {
+                let started = std::time::Instant::now();
+                append_to_log(self.session, Arc::clone(&new)).await?;
+                Ok::<_, Error>(started.elapsed().as_millis())
+            },
+            async {
+                let started = std::time::Instant::now();
+                for e in &new.events {
+                    folder.push(e);
+                }
+                started.elapsed().as_millis()
             }
-        });
-        written?;
+        );
+        let append_ms = written?;
         tracing::debug!(
             events = read,
             new = appended,
+            log_ms = logged.as_millis(),
+            append_ms,
+            fold_ms,
             ms = started.elapsed().as_millis(),
             "chunk ingested"
         );
@@ -737,20 +751,14 @@ async fn create_staging(session: &Session) -> Result<()> {
     Ok(())
 }
 
-/// Fills the (emptied) temporary staging table `table` with `rows`: the
-/// Appender on DuckDB, multi-row inserts on PostgreSQL.
+/// Fills the (emptied) temporary staging table `table` with `rows` with
+/// multi-row inserts (PostgreSQL; DuckDB uses the Appender, see `stage.rs`).
 async fn stage_rows<const N: usize>(
     session: &Session,
     table: &'static str,
     columns: [sea_query::DynIden; N],
     rows: Vec<[sea_query::Value; N]>,
 ) -> Result<()> {
-    if let Some(duckdb) = session.duckdb() {
-        duckdb
-            .with_raw(move |conn| stage::append_temp(conn, table, rows))
-            .await?;
-        return Ok(());
-    }
     for batch in stage::postgres_batches(rows) {
         let insert =
             statements::insert_rows(Alias::new(table), columns.clone(), batch).map_err(internal)?;
@@ -789,14 +797,14 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
         .collect())
 }
 
+/// Folded rows staged per batch on PostgreSQL (see [`upsert_folded`]).
+const STAGE_BATCH: usize = 5_000;
+
 /// Writes the folded rows to `exposures_current`: stages them once, then
 /// merges them in place with one upsert (`statements::upsert_current`).
 /// (Deleting the stored rows and inserting the merged ones instead made
 /// DuckDB 2.0.0 corrupt its in-memory segments; see the README's
 /// *Reliability* section.)
-/// Folded rows staged per batch (see [`upsert_folded`]).
-const STAGE_BATCH: usize = 5_000;
-
 async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExposures> {
     let folded = folder.finish();
     if folded.is_empty() {
@@ -805,9 +813,17 @@ async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExpo
     session
         .execute(&statements::clear(StageCurrent::Table))
         .await?;
-    // In batches, each row built from (and replacing) its fold: a row of
-    // typed values takes several times the memory of the fold, and a file
-    // can touch 100k keys.
+    if let Some(duckdb) = session.duckdb() {
+        let started = std::time::Instant::now();
+        duckdb
+            .with_raw(move |conn| stage::append_current(conn, &folded))
+            .await?;
+        tracing::debug!(ms = started.elapsed().as_millis(), "folded rows staged");
+        return merge_staged(session).await;
+    }
+    // PostgreSQL: in batches, each row built from (and replacing) its fold:
+    // a row of typed values takes several times the memory of the fold, and
+    // a file can touch 100k keys.
     let mut folded = folded.into_iter();
     loop {
         let rows: Vec<_> = folded
@@ -844,10 +860,17 @@ async fn merge_staged(session: &Session) -> Result<UpsertedExposures> {
     };
     match session.engine() {
         Engine::DuckDb => {
+            let started = std::time::Instant::now();
             let staged = count(&statements::count_staged_keys()).await?;
             let stored = count(&statements::count_stored_keys()).await?;
+            let counted = started.elapsed();
             let upsert = statements::upsert_current(false).map_err(internal)?;
             session.execute(&upsert).await?;
+            tracing::debug!(
+                count_ms = counted.as_millis(),
+                upsert_ms = (started.elapsed() - counted).as_millis(),
+                "staged rows merged"
+            );
             Ok(UpsertedExposures {
                 inserted: staged.saturating_sub(stored),
                 updated: stored,

@@ -1,14 +1,11 @@
 //! Bulk staging, inside the unit of work's transaction.
 //!
-//! Rows are built once, as typed sea-query values (so a NULL keeps its
-//! column's type), for both engines; only the bulk path differs:
-//!
-//! - DuckDB: the Appender, which takes owned DuckDB values (timestamps as
-//!   native microsecond values, JSON as text);
-//! - PostgreSQL: multi-row `INSERT ... VALUES` statements built with
-//!   sea-query, each under PostgreSQL's limit of 65,535 bound values.
+//! - DuckDB: the Appender, fed Arrow record batches built column by column
+//!   from the events and folds themselves (`columns.rs`);
+//! - PostgreSQL: rows of typed sea-query values (so a NULL keeps its
+//!   column's type) in multi-row `INSERT ... VALUES` statements, each under
+//!   PostgreSQL's limit of 65,535 bound values.
 
-use duckdb::types::Value as DuckValue;
 use sea_query::Value;
 
 use super::fold::{Folded, Sourced};
@@ -123,6 +120,22 @@ pub(crate) fn current_row(f: Folded) -> [Value; 35] {
     ]
 }
 
+/// Appends the folded rows to the temporary table `stage_current` on
+/// `conn` (DuckDB), as one Arrow record batch (`columns.rs`).
+///
+/// # Errors
+/// DuckDB's error.
+pub(crate) fn append_current(
+    conn: &duckdb::Connection,
+    folded: &[Folded],
+) -> duckdb_adapter::Result<()> {
+    let batch = super::columns::current(folded)?;
+    let mut appender =
+        conn.appender_to_catalog_and_db("stage_current", TEMP_CATALOG, TEMP_SCHEMA)?;
+    appender.append_record_batch(batch)?;
+    Ok(appender.flush()?)
+}
+
 /// Splits `rows` into batches for multi-row statements on PostgreSQL.
 pub(crate) fn postgres_batches<const N: usize>(
     rows: Vec<[Value; N]>,
@@ -133,19 +146,6 @@ pub(crate) fn postgres_batches<const N: usize>(
         rows.peek()?;
         Some(rows.by_ref().take(per_batch).collect())
     })
-}
-
-/// Appends `rows` to the temporary table `table` on `conn`.
-///
-/// # Errors
-/// DuckDB's error (a value that does not fit its column).
-pub(crate) fn append_temp<const N: usize>(
-    conn: &duckdb::Connection,
-    table: &str,
-    rows: Vec<[Value; N]>,
-) -> duckdb_adapter::Result<()> {
-    let appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
-    append_all(appender, rows)
 }
 
 /// Appends `ids` to the one-column temporary table `table` on `conn`.
@@ -172,20 +172,6 @@ pub(crate) fn append_keys(conn: &duckdb::Connection, keys: &[u64]) -> duckdb_ada
     let mut appender = conn.appender_to_catalog_and_db("stage_keys", TEMP_CATALOG, TEMP_SCHEMA)?;
     for key in keys {
         appender.append_row([key])?;
-    }
-    Ok(appender.flush()?)
-}
-
-fn append_all<const N: usize>(
-    mut appender: duckdb::Appender<'_>,
-    rows: Vec<[Value; N]>,
-) -> duckdb_adapter::Result<()> {
-    for row in rows {
-        let row = row
-            .into_iter()
-            .map(duckdb_adapter::into_duckdb)
-            .collect::<duckdb_adapter::Result<Vec<DuckValue>>>()?;
-        appender.append_row(duckdb::appender_params_from_iter(row))?;
     }
     Ok(appender.flush()?)
 }

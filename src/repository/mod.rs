@@ -8,16 +8,16 @@
 //!
 //! Per chunk of events, an ingest
 //!
-//! 1. drops repeats of an event id within the chunk;
-//! 2. appends the events whose ids are not stored yet to `exposure_events`.
-//!    On DuckDB it stages the chunk's ids with the Appender, looks up which
-//!    are stored already (a repeat from an earlier chunk of the same call is
-//!    stored by then, so it is found too) and appends only the new events
-//!    with the Appender. On PostgreSQL, where other processes write at the
-//!    same time, `INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING
-//!    event_id` (multi-row statements) says which were new, even when
-//!    another writer stores the same event concurrently;
-//! 3. folds the new events into one row per key (`fold.rs`): no read of the
+//! 1. appends the events whose ids it has not appended yet to
+//!    `exposure_events`. On DuckDB, where the log has no index (see
+//!    `append.rs`), it remembers the appended ids by a 64-bit key and
+//!    appends Arrow record batches with the Appender; the ids are looked up
+//!    among the stored ones once, when the call ends, and events stored
+//!    already are then taken out again. On PostgreSQL, where other
+//!    processes write at the same time, `INSERT ... ON CONFLICT (event_id)
+//!    DO NOTHING RETURNING event_id` (multi-row statements) says which were
+//!    new, even when another writer stores the same event concurrently;
+//! 2. folds the new events into one row per key (`fold.rs`): no read of the
 //!    stored state is needed, because the current state is a function of
 //!    the stored events and the fold of a batch merges into it in any order.
 //!

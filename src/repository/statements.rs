@@ -6,9 +6,10 @@
 //! built here on PostgreSQL), and feed set-based statements. They stay small
 //! on purpose: DuckDB keeps every row written to a temporary table in memory
 //! until the transaction ends, even after it is deleted, and a file is one
-//! transaction. So only event ids are staged per chunk; the events
-//! themselves are appended straight to `exposure_events`, and the folded
-//! current state (one row per key) is staged once per call.
+//! transaction. So the events themselves are appended straight to
+//! `exposure_events`; on DuckDB their 64-bit keys (8 bytes an event) are
+//! staged once per call for the lookup among the stored ids, and the
+//! folded current state (one row per key) is staged once per call.
 
 use sea_orm::IdenStatic;
 use sea_query::{
@@ -19,7 +20,8 @@ use sea_query::{
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::exposure_event::{self, Column as Ev};
 
-/// The event ids of the chunk.
+/// Event ids a DuckDB unit of work appended and found stored already,
+/// whose rows it removes again (`append.rs`).
 #[derive(Iden, Clone, Copy)]
 pub(crate) enum StageIds {
     Table,

@@ -350,3 +350,41 @@ async fn an_event_sent_again_with_other_values_is_skipped(
     );
     Ok(())
 }
+
+/// Units of work from `Database::transaction` (not `write_transaction`)
+/// that ingest the same events at once, on DuckDB, where no index keeps an
+/// id from being stored twice: each takes the write turn when it starts
+/// ingesting, so every id is stored once and the state is the log's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_plain_units_of_work_store_each_id_once() -> TestResult {
+    use sea_orm::PaginatorTrait;
+    let t = TestDb::duckdb().await?;
+    let events: Vec<ExposureEvent> = (0..300)
+        .map(|i| {
+            input(
+                &format!("e{i}"),
+                &format!("2025-01-01T00:{:02}:00Z", i % 60),
+                "o1",
+                &format!("x{}", i % 7),
+            )
+        })
+        .collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (db, events) = (t.db.clone(), events.clone());
+            tokio::spawn(async move {
+                let repo = ExposureRepository::with_chunk_size(17);
+                db.transaction(async |s| repo.ingest_events(s, &events).await)
+                    .await
+            })
+        })
+        .collect();
+    let mut inserted = 0;
+    for task in tasks {
+        inserted += task.await??.events_inserted;
+    }
+    assert_eq!(inserted, 300);
+    assert_eq!(ExposureEvents::find().count(&t.db).await?, 300);
+    assert!(verify(&t.db).await?.is_clean());
+    Ok(())
+}

@@ -256,6 +256,10 @@ impl ExposureRepository {
     /// pieces together behave as one call of
     /// [`ExposureRepository::ingest_events`].
     ///
+    /// On DuckDB the unit of work first takes this process's write turn,
+    /// unless it has it already, and keeps it until it ends (see
+    /// [`Database::write_transaction`](crate::Database::write_transaction)).
+    ///
     /// # Errors
     /// The database's error while preparing the staging tables.
     pub async fn ingestion<'s>(&self, session: &'s Session) -> Result<Ingestion<'s>> {
@@ -301,7 +305,7 @@ impl ExposureRepository {
         {
             let new = log_new_events(&mut log, chunk.to_vec());
             new_positions.extend(new.positions.iter().map(|i| offset + i));
-            append_to_log(session, new).await?;
+            append_to_log(session, Arc::new(new)).await?;
         }
         let repeats = log.stored_before(session).await?;
         log.remove(session, &repeats).await?;
@@ -607,10 +611,10 @@ impl Ingestion<'_> {
     /// commit (DuckDB; `None` on PostgreSQL).
     ///
     /// On DuckDB this is when the appended ids are looked up among the
-    /// stored ones (see `append.rs`). Events stored already are removed
-    /// from the log again and counted as skipped, and the current state is
-    /// then computed from the rows this ingestion kept, with one set-based
-    /// statement, instead of from the fold.
+    /// stored ones (see `append.rs`). If some were stored already, their
+    /// rows are removed from the log again, they count as skipped, and the
+    /// current state is computed from the rows this ingestion kept, with one
+    /// set-based statement, instead of from the fold.
     ///
     /// # Errors
     /// As [`Ingestion::finish`].
@@ -691,28 +695,16 @@ fn log_new_events(log: &mut LogAppend, chunk: Vec<ExposureEvent>) -> NewEvents {
 }
 
 /// Appends `new` to `exposure_events` (DuckDB).
-async fn append_to_log(
-    session: &Session,
-    new: impl AsRef<NewEvents> + Send + 'static,
-) -> Result<()> {
+async fn append_to_log(session: &Session, new: Arc<NewEvents>) -> Result<()> {
     let Some(duckdb) = session.duckdb() else {
         return Err(Error::Internal(
             "the DuckDB append ran on PostgreSQL".into(),
         ));
     };
     duckdb
-        .with_raw(move |conn| {
-            let new = new.as_ref();
-            append::append_events(conn, &new.events, &new.keys)
-        })
+        .with_raw(move |conn| append::append_events(conn, &new.events, &new.keys))
         .await?;
     Ok(())
-}
-
-impl AsRef<NewEvents> for NewEvents {
-    fn as_ref(&self) -> &NewEvents {
-        self
-    }
 }
 
 /// Prepares a unit of work to write events: on DuckDB, takes the write

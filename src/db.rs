@@ -292,8 +292,9 @@ impl Database {
                     conn,
                     open: true,
                     turn: Mutex::new(match in_turn {
-                        Some(_) => Turn::Caller,
-                        None => Turn::Not(Arc::clone(instance.write_lock())),
+                        // A turn of another database does not count.
+                        Some(turn) if turn.is_of(instance.write_lock()) => Turn::Caller,
+                        _ => Turn::Not(Arc::clone(instance.write_lock())),
                     }),
                 }
             }
@@ -405,7 +406,7 @@ impl Database {
     pub async fn write_turn(&self) -> Option<WriteTurn> {
         match &*self.inner {
             Inner::DuckDb(instance) => Some(WriteTurn {
-                _held: Arc::clone(instance.write_lock()).lock_owned().await,
+                held: Arc::clone(instance.write_lock()).lock_owned().await,
             }),
             Inner::Postgres(_) => None,
         }
@@ -598,7 +599,7 @@ impl Session {
             Turn::Caller | Turn::Own { .. } => return,
         };
         let taken = WriteTurn {
-            _held: lock.lock_owned().await,
+            held: lock.lock_owned().await,
         };
         *turn.lock().unwrap_or_else(PoisonError::into_inner) = Turn::Own { _turn: taken };
     }
@@ -630,7 +631,14 @@ impl Session {
 /// [`Database::write_turn`]) until dropped.
 #[derive(Debug)]
 pub struct WriteTurn {
-    _held: tokio::sync::OwnedMutexGuard<()>,
+    held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTurn {
+    /// Whether this is a turn of the lock `lock`.
+    fn is_of(&self, lock: &Arc<tokio::sync::Mutex<()>>) -> bool {
+        Arc::ptr_eq(tokio::sync::OwnedMutexGuard::mutex(&self.held), lock)
+    }
 }
 
 /// A DuckDB unit of work's part in the write turn.

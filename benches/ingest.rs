@@ -325,13 +325,7 @@ fn print_table(rows: &[&Measured]) {
     println!("| path | events/s | peak RSS | database size |");
     println!("|---|---|---|---|");
     for m in rows {
-        println!(
-            "| {} | {:.0} | {} | {} MiB |",
-            m.name,
-            m.events as f64 / m.seconds,
-            mib(m.peak_rss),
-            m.db_bytes / (1 << 20),
-        );
+        println!("| {} |", cells(m));
     }
 }
 
@@ -712,12 +706,9 @@ fn print_growth(rows: &[Measured]) {
     let mut before = 0;
     for m in rows {
         println!(
-            "| {} | {:.0} | {} | {} MiB | {} MiB |",
-            m.name,
-            m.events as f64 / m.seconds,
-            mib(m.peak_rss),
-            m.db_bytes / (1 << 20),
-            m.db_bytes.saturating_sub(before) / (1 << 20),
+            "| {} | {} MiB |",
+            cells(m),
+            m.db_bytes.saturating_sub(before) / (1 << 20)
         );
         before = m.db_bytes;
     }
@@ -744,6 +735,17 @@ fn print_growth(rows: &[Measured]) {
         "ratio last file / first file, database size added: {:.2}",
         added(rows.len() - 1) / added(0)
     );
+}
+
+/// A measurement's cells of a table row: name, events/s, peak RSS, size.
+fn cells(m: &Measured) -> String {
+    format!(
+        "{} | {:.0} | {} | {} MiB",
+        m.name,
+        m.events as f64 / m.seconds,
+        mib(m.peak_rss),
+        m.db_bytes / (1 << 20),
+    )
 }
 
 fn mib(bytes: Option<u64>) -> String {

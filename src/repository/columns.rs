@@ -201,6 +201,18 @@ pub(crate) fn current(folded: &[Folded]) -> duckdb_adapter::Result<RecordBatch> 
     ])
 }
 
+/// A batch's column names, in order (for tests that hold them against the
+/// tables' columns).
+#[cfg(test)]
+pub(super) fn names(batch: &RecordBatch) -> Vec<String> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,13 +223,10 @@ mod tests {
     fn the_folded_batch_has_the_staging_columns_in_order() -> Result<(), Box<dyn std::error::Error>>
     {
         let batch = current(&[])?;
-        let names: Vec<String> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        assert_eq!(names, CURRENT_COLUMNS.map(|c| c.as_str().to_owned()));
+        assert_eq!(
+            names(&batch),
+            CURRENT_COLUMNS.map(|c| c.as_str().to_owned())
+        );
         Ok(())
     }
 }

@@ -44,7 +44,6 @@ mod statements;
 
 pub use append::event_key;
 pub use check::Appended;
-pub use stage::event_row;
 pub(crate) use state::lacks_provenance;
 pub use state::{Difference, DifferenceKind, RebuildReport, VerifyReport};
 

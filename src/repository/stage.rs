@@ -31,9 +31,9 @@ fn micros(t: i64) -> Value {
     Value::ChronoDateTimeUtc(chrono::DateTime::from_timestamp_micros(t))
 }
 
-/// An event as a row, in the column order of `exposure_events`.
-#[must_use]
-pub fn event_row(e: &ExposureEvent) -> [Value; 20] {
+/// An event as a row, in the column order of `exposure_events`
+/// (PostgreSQL's multi-row inserts).
+pub(crate) fn event_row(e: &ExposureEvent) -> [Value; 20] {
     [
         text(&e.event_id),
         Value::ChronoDateTimeUtc(Some(e.timestamp)),

@@ -1,6 +1,6 @@
 //! The input event: one observation of one exposure.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::entity::{EventAction, Severity, Status};
@@ -66,15 +66,92 @@ pub struct ExposureEvent {
     /// Scan run that produced the event.
     #[serde(default)]
     pub scan_run_id: Option<String>,
-    /// The original record, any JSON value, kept for auditing.
+    /// The original record, any JSON value, kept for auditing exactly as
+    /// it was sent.
     #[serde(default)]
-    pub raw_payload_json: Option<serde_json::Value>,
+    pub raw_payload_json: Option<RawJson>,
 }
 
-impl From<crate::entity::exposure_event::Model> for ExposureEvent {
+/// A JSON value kept as the text it was sent as: numbers keep every digit
+/// (`123456789012345678901234567890`, `1e400`), objects their key order and
+/// duplicate keys, strings their escapes. Always valid JSON: every way of
+/// building one checks the text.
+///
+/// Two `RawJson` are equal when their texts are (`{"a":1}` and `{"a": 1}`
+/// differ): the payload is evidence, compared as sent.
+#[derive(Clone)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// The JSON text `text`, checked.
+    ///
+    /// # Errors
+    /// When `text` is not one valid JSON value (surrounding whitespace is
+    /// allowed and dropped).
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text).map(Self)
+    }
+
+    /// The compact JSON text of `value` (object keys in `Value`'s order).
+    ///
+    /// # Errors
+    /// Never for a `serde_json::Value`; the signature is serde_json's.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Self)
+    }
+
+    /// The JSON text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RawJson {}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RawJson").field(&self.as_str()).finish()
+    }
+}
+
+impl std::fmt::Display for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RawJson {
+    /// As the JSON value itself (not as a string holding it).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    /// Any JSON value, captured as its text (numbers are checked for
+    /// syntax, never converted).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(d).map(Self)
+    }
+}
+
+impl TryFrom<crate::entity::exposure_event::Model> for ExposureEvent {
+    type Error = serde_json::Error;
+
     /// An event as stored in the audit log.
-    fn from(m: crate::entity::exposure_event::Model) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// When the stored payload is not valid JSON (written by another tool:
+    /// both engines check JSON on the way in).
+    fn try_from(m: crate::entity::exposure_event::Model) -> Result<Self, Self::Error> {
+        Ok(Self {
             event_id: m.event_id,
             timestamp: m.timestamp,
             office_id: m.office_id,
@@ -94,8 +171,8 @@ impl From<crate::entity::exposure_event::Model> for ExposureEvent {
             service_product: m.service_product,
             service_version: m.service_version,
             scan_run_id: m.scan_run_id,
-            raw_payload_json: m.raw_payload_json,
-        }
+            raw_payload_json: m.raw_payload_json.as_deref().map(RawJson::parse).transpose()?,
+        })
     }
 }
 
@@ -128,10 +205,12 @@ enum TextKind {
 
 impl ExposureEvent {
     /// Checks what the types alone cannot: required text is not empty,
-    /// identifiers are at most [`MAX_ID_BYTES`] long, no text (nor any
-    /// string of the JSON payload) holds the NUL character
-    /// (PostgreSQL cannot store it, so such an event is refused on both
-    /// engines alike), the port is a port, the score is a finite number.
+    /// identifiers are at most [`MAX_ID_BYTES`] long, no text field holds
+    /// the NUL character (PostgreSQL's text cannot store it, so such an
+    /// event is refused on both engines alike), the port is a port, the
+    /// score is a finite number. The payload needs no check: it is valid
+    /// JSON by construction, and both engines store any JSON text (a
+    /// `\u0000` escape included).
     ///
     /// # Errors
     /// The first field that is not acceptable.
@@ -172,12 +251,6 @@ impl ExposureEvent {
             };
             return Err(InvalidField { field, reason });
         }
-        if self.raw_payload_json.as_ref().is_some_and(json_has_nul) {
-            return Err(InvalidField {
-                field: "raw_payload_json",
-                reason: "must not contain the NUL character (U+0000)".to_owned(),
-            });
-        }
         if !self.risk_score.is_finite() {
             return Err(InvalidField {
                 field: "risk_score",
@@ -202,31 +275,31 @@ impl ExposureEvent {
     }
 }
 
-/// Whether a string or key anywhere inside `value` holds U+0000 (which
-/// PostgreSQL's JSON types refuse).
-fn json_has_nul(value: &serde_json::Value) -> bool {
-    let mut pending = vec![value];
-    while let Some(v) = pending.pop() {
-        match v {
-            serde_json::Value::String(s) if s.contains('\0') => return true,
-            serde_json::Value::Array(items) => pending.extend(items),
-            serde_json::Value::Object(map) => {
-                if map.keys().any(|k| k.contains('\0')) {
-                    return true;
-                }
-                pending.extend(map.values());
-            }
-            _ => {}
-        }
-    }
-    false
-}
-
+/// An RFC 3339 timestamp (any offset, any fractional precision, `T` or a
+/// space between date and time), stored as its instant to the microsecond.
+/// The instant must fall in the years 0000-9999 in UTC (else it has no
+/// RFC 3339 form to be shown in), and a second of 60 is a leap second: only
+/// at 23:59:60 UTC, stored as the first instant of the next day (neither
+/// engine has leap seconds).
 fn timestamp_micros<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    use chrono::{Datelike, Timelike};
     let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    DateTime::parse_from_rfc3339(&text)
-        .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
-        .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp '{text}': {e}")))
+    let invalid = |why: &dyn std::fmt::Display| {
+        serde::de::Error::custom(format!("invalid RFC 3339 timestamp '{text}': {why}"))
+    };
+    let t = DateTime::parse_from_rfc3339(&text)
+        .map_err(|e| invalid(&e))?
+        .with_timezone(&Utc);
+    if !(0..=9_999).contains(&t.year()) {
+        return Err(invalid(&"the instant is outside the years 0000-9999 in UTC"));
+    }
+    if t.nanosecond() >= 1_000_000_000 && (t.hour(), t.minute()) != (23, 59) {
+        return Err(invalid(&"second 60 is a leap second, only valid at 23:59:60 UTC"));
+    }
+    // Through microseconds since the epoch: the precision stored, and a
+    // leap second becomes the next day's first second.
+    DateTime::from_timestamp_micros(t.timestamp_micros())
+        .ok_or_else(|| invalid(&"the instant is out of range"))
 }
 
 fn any_case<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -252,7 +325,10 @@ mod tests {
         assert_eq!(e.status, Status::Open);
         assert_eq!(e.timestamp.to_rfc3339(), "2025-01-06T00:00:03.161123+00:00");
         assert_eq!(e.asset_ip, None);
-        assert_eq!(e.raw_payload_json, Some(serde_json::json!({"seq": 0})));
+        assert_eq!(
+            e.raw_payload_json.as_ref().map(RawJson::as_str),
+            Some(r#"{"seq":0}"#)
+        );
         assert_eq!(e.validate(), Ok(()));
         Ok(())
     }
@@ -284,8 +360,59 @@ mod tests {
         assert_eq!(e.validate().map_err(|f| f.field), Err("exposure_id"));
         e.exposure_id = "x".repeat(MAX_ID_BYTES);
         assert_eq!(e.validate(), Ok(()));
-        e.raw_payload_json = Some(serde_json::json!({"deep": [{"x": "a\u{0}"}]}));
-        assert_eq!(e.validate().map_err(|f| f.field), Err("raw_payload_json"));
+        e.raw_payload_json = Some(RawJson::parse(r#"{"deep": [{"x": "a\u0000"}]}"#)?);
+        assert_eq!(e.validate(), Ok(()), "a payload may hold any JSON");
         Ok(())
+    }
+
+    #[test]
+    fn scores_parse_to_the_nearest_double() -> Result<(), serde_json::Error> {
+        // The shortest text of 0x1.9f9a34653a50cp-3; serde_json's default
+        // fast path read it one ulp low.
+        let line = LINE.replace("6.4", "0.20293084081576074");
+        let e: ExposureEvent = serde_json::from_str(&line)?;
+        assert_eq!(e.risk_score.to_bits(), 0x3FC9_F9A3_4653_A50C);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..2_000 {
+            let x = f64::from_bits(rng.u64(0x3C00_0000_0000_0000..0x4400_0000_0000_0000));
+            let e: ExposureEvent = serde_json::from_str(&LINE.replace("6.4", &format!("{x:.16e}")))?;
+            let exact = format!("{x:.16e}").parse::<f64>().map_err(serde::de::Error::custom)?;
+            assert_eq!(e.risk_score.to_bits(), exact.to_bits(), "{x:.16e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_payload_is_kept_as_sent() -> Result<(), serde_json::Error> {
+        let payload = r#"{"zkey":1, "big":123456789012345678901234567890,"below_i64":-9223372036854775809,"huge":1e400,"f":0.20293084081576074,"dup":1,"dup":2,"s":"\u00e9\"","nul":"\u0000"}"#;
+        let line = LINE.replace(r#"{"seq":0}"#, &format!(" {payload}\t"));
+        let e: ExposureEvent = serde_json::from_str(&line)?;
+        assert_eq!(e.validate(), Ok(()));
+        let kept = e.raw_payload_json.as_ref().map(RawJson::as_str);
+        assert_eq!(kept, Some(payload), "digits, key order, duplicates, escapes");
+        let again: ExposureEvent = serde_json::from_str(&serde_json::to_string(&e)?)?;
+        assert_eq!(again, e, "serialized as the JSON value itself");
+        assert!(RawJson::parse("{\"a\":").is_err());
+        assert!(RawJson::parse("1 2").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn timestamps_are_instants_with_an_rfc_3339_form() {
+        let at = |t: &str| {
+            serde_json::from_str::<ExposureEvent>(&LINE.replace("2025-01-05T16:00:03.161123456-08:00", t))
+                .map(|e| e.timestamp.to_rfc3339())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(at("2025-01-01 00:00:00Z").as_deref(), Ok("2025-01-01T00:00:00+00:00"));
+        assert_eq!(at("9999-12-31T23:59:59Z").as_deref(), Ok("9999-12-31T23:59:59+00:00"));
+        let past = at("9999-12-31T23:59:59-23:59");
+        assert!(past.as_ref().is_err_and(|m| m.contains("0000-9999")), "{past:?}");
+        assert!(at("0000-01-01T00:00:00+00:01").is_err());
+        // A leap second only where one can be: 23:59:60 UTC, at any offset.
+        assert_eq!(at("2016-12-31T23:59:60.5Z").as_deref(), Ok("2017-01-01T00:00:00.500+00:00"));
+        assert!(at("2017-01-01T00:59:60+01:00").is_ok());
+        let any_minute = at("2025-06-15T12:34:60.5Z");
+        assert!(any_minute.as_ref().is_err_and(|m| m.contains("leap second")), "{any_minute:?}");
     }
 }

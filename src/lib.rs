@@ -42,7 +42,7 @@ pub mod repository;
 pub use config::Config;
 pub use db::{Database, Engine, MAX_ATTEMPTS, Session, WriteTurn, retry_conflicts};
 pub use error::{Error, Result, Retryable};
-pub use event::{ExposureEvent, InvalidField, MAX_ID_BYTES};
+pub use event::{ExposureEvent, InvalidField, MAX_ID_BYTES, RawJson};
 pub use repository::{ExposureRepository, IngestStats, ingest_events};
 
 /// The DuckDB connection adapter (re-exported from the `duckdb-adapter` crate).

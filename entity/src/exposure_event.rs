@@ -54,9 +54,18 @@ pub struct Model {
     pub service_version: Option<String>,
     /// Scan run that produced this event, if any.
     pub scan_run_id: Option<String>,
-    /// The original input record, kept verbatim for auditing.
-    #[sea_orm(column_type = "Json", nullable)]
-    pub raw_payload_json: Option<Json>,
+    /// The original input record, kept for auditing: the JSON text exactly
+    /// as the producer sent it (every digit of every number, keys in their
+    /// order). A `JSON` column; read as its text and written through a cast
+    /// to `JSON`, so no value passes through a lossy JSON tree. Parse it
+    /// with `serde_json` (into `RawValue` to keep it exact).
+    #[sea_orm(
+        column_type = "Json",
+        nullable,
+        select_as = "text",
+        save_as = "json"
+    )]
+    pub raw_payload_json: Option<String>,
 }
 
 /// `exposure_events` has no relations.

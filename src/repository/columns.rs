@@ -15,7 +15,7 @@ use duckdb::arrow::array::{
 use duckdb::arrow::record_batch::RecordBatch;
 
 use super::fold::{Folded, Sourced};
-use crate::event::ExposureEvent;
+use crate::event::{ExposureEvent, RawJson};
 
 /// A text column.
 fn text<'a>(rows: usize, values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
@@ -60,7 +60,7 @@ fn batch(columns: Vec<(&'static str, ArrayRef)>) -> duckdb_adapter::Result<Recor
 /// `append::append_columns` (the entity's columns, then `event_key`).
 ///
 /// # Errors
-/// Only if a payload cannot be written as JSON text (it was read as JSON).
+/// None in practice (the columns are built to match).
 pub(crate) fn events(
     events: &[ExposureEvent],
     keys: &[u64],
@@ -71,19 +71,7 @@ pub(crate) fn events(
     let optional = |f: fn(&ExposureEvent) -> Option<&String>| {
         text(n, all().map(move |e| f(e).map(String::as_str)))
     };
-    let mut payloads = StringBuilder::with_capacity(n, n * 64);
-    let mut buffer = Vec::new();
-    for e in all() {
-        match &e.raw_payload_json {
-            None => payloads.append_null(),
-            Some(json) => {
-                buffer.clear();
-                serde_json::to_writer(&mut buffer, json)
-                    .map_err(|e| duckdb_adapter::AdapterError::UnsupportedValue(e.to_string()))?;
-                payloads.append_value(String::from_utf8_lossy(&buffer));
-            }
-        }
-    }
+    let payloads = text(n, all().map(|e| e.raw_payload_json.as_ref().map(RawJson::as_str)));
     let mut event_keys = UInt64Builder::with_capacity(n);
     event_keys.append_slice(keys);
     batch(vec![
@@ -109,7 +97,7 @@ pub(crate) fn events(
         ("service_product", optional(|e| e.service_product.as_ref())),
         ("service_version", optional(|e| e.service_version.as_ref())),
         ("scan_run_id", optional(|e| e.scan_run_id.as_ref())),
-        ("raw_payload_json", Arc::new(payloads.finish())),
+        ("raw_payload_json", payloads),
         ("event_key", Arc::new(event_keys.finish())),
     ])
 }

@@ -11,7 +11,7 @@
 //! staged once per call for the lookup among the stored ids, and the
 //! folded current state (one row per key) is staged once per call.
 
-use sea_orm::IdenStatic;
+use sea_orm::{ColumnTrait, IdenStatic};
 use sea_query::{
     Alias, ColumnDef, DynIden, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict,
     Order, Query, SelectStatement, Table, TableCreateStatement, Value,
@@ -352,11 +352,17 @@ pub(crate) fn insert_rows<const N: usize>(
 pub(crate) fn insert_new_events(
     rows: Vec<[Value; 20]>,
 ) -> Result<InsertStatement, sea_query::error::Error> {
-    let mut insert = insert_rows(
-        exposure_event::Entity,
-        EVENT_COLUMNS.map(IntoIden::into_iden),
-        rows,
-    )?;
+    let mut insert = Query::insert();
+    insert.into_table(exposure_event::Entity).columns(EVENT_COLUMNS);
+    for row in rows {
+        // `save_as`: the entity's casts (the payload's text to `json`).
+        insert.values(
+            EVENT_COLUMNS
+                .iter()
+                .zip(row)
+                .map(|(column, value)| column.save_as(Expr::val(value))),
+        )?;
+    }
     insert
         .on_conflict(OnConflict::column(Ev::EventId).do_nothing().to_owned())
         .returning_col(Ev::EventId);

@@ -149,7 +149,7 @@ pub fn event(event_id: &str, timestamp: &str) -> exposure_event::Model {
         service_product: Some("nginx".to_owned()),
         service_version: Some("1.25.3".to_owned()),
         scan_run_id: Some("run-1".to_owned()),
-        raw_payload_json: Some(serde_json::json!({"scanner": "agent", "seq": 0})),
+        raw_payload_json: Some(r#"{"scanner": "agent", "seq": 0}"#.to_owned()),
     }
 }
 
@@ -163,8 +163,15 @@ pub fn input(
     exposure_store::ExposureEvent {
         office_id: office.to_owned(),
         exposure_id: exposure.to_owned(),
-        ..event(event_id, timestamp).into()
+        ..to_input(event(event_id, timestamp))
     }
+}
+
+/// A stored event as input (its payload is valid JSON: the helpers write
+/// only such payloads).
+pub fn to_input(stored: exposure_event::Model) -> exposure_store::ExposureEvent {
+    exposure_store::ExposureEvent::try_from(stored)
+        .unwrap_or_else(|e| panic!("a test payload is not JSON: {e}"))
 }
 
 /// Ingests `events` in one unit of work with the given chunk size.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
-use exposure_store::{Database, ExposureEvent, ExposureRepository, IngestStats};
+use exposure_store::{Database, ExposureEvent, ExposureRepository, IngestStats, RawJson};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use rstest::rstest;
@@ -160,7 +160,7 @@ fn as_stored(e: &ExposureEvent) -> exposure_event::Model {
         service_product: e.service_product.clone(),
         service_version: e.service_version.clone(),
         scan_run_id: e.scan_run_id.clone(),
-        raw_payload_json: e.raw_payload_json.clone(),
+        raw_payload_json: e.raw_payload_json.as_ref().map(|p| p.as_str().to_owned()),
     }
 }
 
@@ -220,7 +220,8 @@ prop_compose! {
             service_product,
             service_version,
             scan_run_id,
-            raw_payload_json: payload.map(|p| serde_json::json!({"plugin_id": p, "tags": ["x"]})),
+            raw_payload_json: payload
+                .and_then(|p| RawJson::parse(&format!(r#"{{"plugin_id": {p}, "tags": ["x"]}}"#)).ok()),
         }
     }
 }

@@ -11,7 +11,9 @@ use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
 use exposure_store::generate::{GenerateOptions, generate};
 use exposure_store::ingest::{Limits, NdjsonReader};
-use exposure_store::{Database, ExposureEvent, ExposureRepository, MAX_ID_BYTES, retry_conflicts};
+use exposure_store::{
+    Database, ExposureEvent, ExposureRepository, MAX_ID_BYTES, RawJson, retry_conflicts,
+};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
 use rstest::rstest;
@@ -276,10 +278,15 @@ fn nested(depth: usize) -> serde_json::Value {
     )
 }
 
+fn payload(value: &serde_json::Value) -> Option<RawJson> {
+    RawJson::from_value(value).ok()
+}
+
 /// Quotes, SQL, backslashes, unicode, long strings and deep or large JSON
 /// come back exactly, through a file and the CLI, and through queries. A
-/// NUL character, which PostgreSQL cannot store, is refused on both engines
-/// with the field named.
+/// NUL character in a text field, which PostgreSQL cannot store, is refused
+/// on both engines with the field named; in the JSON payload (an escape in
+/// its text) it is kept.
 #[rstest]
 #[tokio::test]
 async fn hostile_values_round_trip_exactly(
@@ -306,18 +313,21 @@ async fn hostile_values_round_trip_exactly(
         e.hostname = Some((*text).to_owned());
         e.exposure_class = id.to_owned();
         e.service_version = Some(format!("{text}{text}"));
-        e.raw_payload_json = Some(serde_json::json!({ "text": text, "list": [text, 1, null] }));
+        e.raw_payload_json = payload(&serde_json::json!({ "text": text, "list": [text, 1, null] }));
         events.push(e);
     }
     let mut deep = input("deep", "2025-01-01T00:00:00Z", "o", "deep");
     // 120 levels: the reader accepts up to 128 (serde_json's recursion limit).
-    deep.raw_payload_json = Some(nested(60));
+    deep.raw_payload_json = payload(&nested(60));
     events.push(deep);
     let mut large = input("large", "2025-01-01T00:00:00Z", "o", "large");
-    large.raw_payload_json = Some(
-        serde_json::json!({ "items": (0..20_000).map(|i| serde_json::json!({"i": i, "s": "é"})).collect::<Vec<_>>() }),
+    large.raw_payload_json = payload(
+        &serde_json::json!({ "items": (0..20_000).map(|i| serde_json::json!({"i": i, "s": "é"})).collect::<Vec<_>>() }),
     );
     events.push(large);
+    let mut nul_in_json = input("nul-json", "2025-01-01T00:00:00Z", "o", "nul");
+    nul_in_json.raw_payload_json = payload(&serde_json::json!({ "nul": ["a\u{0}b"] }));
+    events.push(nul_in_json);
 
     let t = TestDb::new(backend).await?;
     let file = t.dir.path().join("hostile.ndjson");
@@ -329,12 +339,9 @@ async fn hostile_values_round_trip_exactly(
     std::fs::write(&file, ndjson)?;
     let mut nul_in_text = input("nul-text", "2025-01-01T00:00:00Z", "o", "nul");
     nul_in_text.hostname = Some("host\u{0}name".to_owned());
-    let mut nul_in_json = input("nul-json", "2025-01-01T00:00:00Z", "o", "nul");
-    nul_in_json.raw_payload_json = Some(serde_json::json!({ "nul": ["a\u{0}b"] }));
     let long_id = input("long-id", "2025-01-01T00:00:00Z", &long, "x");
     let rejected = [
         ("nul-text.ndjson", nul_in_text),
-        ("nul-json.ndjson", nul_in_json),
         ("long-id.ndjson", long_id),
     ]
     .into_iter()
@@ -361,10 +368,6 @@ async fn hostile_values_round_trip_exactly(
     );
     assert_eq!(
         report["files"][2]["rejection"]["details"]["field"],
-        "raw_payload_json"
-    );
-    assert_eq!(
-        report["files"][3]["rejection"]["details"]["field"],
         "office_id"
     );
 
@@ -385,7 +388,10 @@ async fn hostile_values_round_trip_exactly(
         assert_eq!(&s.exposure_class, &e.exposure_class);
         assert_eq!(&s.hostname, &e.hostname);
         assert_eq!(&s.service_version, &e.service_version);
-        assert_eq!(&s.raw_payload_json, &e.raw_payload_json);
+        assert_eq!(
+            s.raw_payload_json.as_deref(),
+            e.raw_payload_json.as_ref().map(RawJson::as_str)
+        );
         // Filtering by the hostile value finds exactly its row.
         let found = ExposuresCurrent::find()
             .filter(exposure_current::Column::OfficeId.eq(e.office_id.as_str()))

@@ -109,7 +109,7 @@ fn sample_rows() -> Vec<exposure_event::Model> {
 }
 
 fn sample() -> Vec<ExposureEvent> {
-    sample_rows().into_iter().map(Into::into).collect()
+    sample_rows().into_iter().map(crate::helpers::to_input).collect()
 }
 
 /// `verify` finds nothing on an ingested database; after `exposures_current`
@@ -319,7 +319,7 @@ async fn an_event_sent_again_with_other_values_is_skipped(
         &[
             changed,
             e3.clone(),
-            ExposureEvent::from(by_tool),
+            crate::helpers::to_input(by_tool),
             e3.clone(),
         ],
     )

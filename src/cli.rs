@@ -3,7 +3,15 @@
 //! Exit status: 0 when everything worked (for `ingest`: every file was
 //! ingested), 1 when any file was quarantined (`ingest`) or the database
 //! is not what its log says (`verify`), 2 for usage errors and when the
-//! database cannot be opened, migrated or read.
+//! database cannot be opened, migrated or read. A reader of standard output
+//! that goes away (`| head`) changes neither the work nor the status.
+//!
+//! The query commands (`exposures`, `summary`, `quarantine`, `verify`) open
+//! a DuckDB file read-only and never migrate: they need read permission
+//! only, run beside other readers, and say so when the schema is not
+//! current. The other commands migrate the schema first.
+
+mod output;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -15,7 +23,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::{Config, DEFAULT_DB_PATH, duckdb_options};
+use self::output::{Delivery, Output, warn};
+use crate::config::{Config, redact_url};
 use crate::entity::{Severity, Status};
 use crate::generate::{GenerateOptions, generate};
 use crate::ingest::{self, FileOutcome, FileReport, Limits};
@@ -30,16 +39,18 @@ use crate::{Database, Error};
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]
 pub struct Cli {
-    /// DuckDB database file (created, with its directory, if missing).
-    #[arg(long, global = true, env = "DB_PATH", default_value = DEFAULT_DB_PATH)]
-    pub db: PathBuf,
+    /// DuckDB database file, created with its directory if missing [env:
+    /// DB_PATH; default: /app/data/exposures.duckdb].
+    #[arg(long, global = true)]
+    pub db: Option<PathBuf>,
     /// PostgreSQL server to use instead of the DuckDB file:
-    /// postgres://user:password@host:port/database.
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    /// postgres://user:password@host:port/database [env: DATABASE_URL].
+    #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// DuckDB's memory limit, e.g. 512MB (default: DuckDB's, 80% of RAM). A
-    /// file too large to ingest within it is quarantined, not half-written.
-    #[arg(long, global = true, env = "DUCKDB_MEMORY_LIMIT")]
+    /// file too large to ingest within it is quarantined, not half-written
+    /// [env: DUCKDB_MEMORY_LIMIT].
+    #[arg(long, global = true)]
     pub memory_limit: Option<String>,
     /// What to do.
     #[command(subcommand)]
@@ -113,7 +124,9 @@ pub struct IngestArgs {
     /// Events staged and upserted per chunk.
     #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk_size: u64,
-    /// Longest accepted line in bytes; a longer line quarantines its file.
+    /// Longest accepted line in bytes (its content: the line end and a
+    /// leading byte order mark do not count); a longer line quarantines its
+    /// file.
     #[arg(long, default_value_t = ingest::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(2..))]
     pub max_line_bytes: u64,
     /// Print one JSON summary on stdout instead of text.
@@ -140,7 +153,7 @@ pub struct ExposuresArgs {
     #[arg(long, value_parser = parse_instant)]
     pub since: Option<DateTime<Utc>>,
     /// At most this many rows.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(..=i64::MAX.unsigned_abs()))]
     pub limit: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -195,33 +208,58 @@ impl From<serde_json::Error> for Fatal {
     }
 }
 
+/// How a command uses the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Opened as it is (`migrate` is the migration).
+    Migrate,
+    /// Opened and migrated: the commands that write.
+    Write,
+    /// Opened read-only (a DuckDB file), the schema checked, never changed.
+    Read,
+}
+
+impl Cli {
+    /// The configuration: these flags, then the environment ([`Config::from_env`]).
+    fn config(&self, access: Access) -> Config {
+        let mut config = Config::from_env();
+        if let Some(url) = self.database_url.clone().filter(|u| !u.is_empty()) {
+            config.database_url = Some(url);
+        }
+        if let Some(db) = &self.db {
+            config.db_path.clone_from(db);
+        }
+        if let Some(limit) = self.memory_limit.clone().filter(|m| !m.is_empty()) {
+            config.duckdb.memory_limit = Some(limit);
+        }
+        config.duckdb.read_only = access == Access::Read;
+        config
+    }
+}
+
 /// Runs a parsed command line and returns the process exit status.
 pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(fatal) => {
-            eprintln!("error: {}", fatal.message);
+            warn(&format!("error: {}", fatal.message));
             ExitCode::from(fatal.code)
         }
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
-    // Every command but `generate` works on the database, migrated first
-    // (except `migrate` itself, which is the migration).
-    let open = async |migrate: bool| -> Result<Database, Fatal> {
-        let config = Config {
-            database_url: cli.database_url.clone().filter(|u| !u.is_empty()),
-            db_path: cli.db.clone(),
-            duckdb: duckdb_options(cli.memory_limit.as_deref()),
-        };
-        let db = Database::from_config(&config).await?;
-        if migrate {
-            db.init().await?;
+    let open = async |access: Access| -> Result<Database, Fatal> {
+        let db = Database::from_config(&cli.config(access)).await?;
+        match access {
+            Access::Migrate => {}
+            Access::Write => db.init().await?,
+            Access::Read => db.check_schema().await?,
         }
         Ok(db)
     };
-    match cli.command {
+    let mut out = Output::stdout();
+    let code = match &cli.command {
         Command::Generate {
             events,
             exposures,
@@ -229,37 +267,57 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
             seed,
         } => {
             let options = GenerateOptions {
-                events,
-                exposures,
-                offices,
-                seed,
+                events: *events,
+                exposures: *exposures,
+                offices: *offices,
+                seed: *seed,
             };
+            // Straight to stdout, stopping when the reader has all it
+            // wanted (`generate ... | head`): no point making the rest.
             match generate(options, std::io::stdout().lock()) {
-                // `generate ... | head`: the reader has all it wanted.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-                other => other.map(|()| 0).map_err(Fatal::from),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                other => other.map(|()| 0)?,
             }
         }
-        Command::Ingest(args) => ingest_command(&open(true).await?, &args).await,
+        Command::Ingest(args) => {
+            // The files are found (and checked) before the database is
+            // touched.
+            let files = expand(&args.paths)?;
+            let db = open(Access::Write).await?;
+            return ingest_command(&db, args, &files, out).await;
+        }
         Command::Migrate { command } => {
-            print!("{}", render(&open(false).await?.migrate(command).await?));
-            Ok(0)
+            let states = open(Access::Migrate).await?.migrate(*command).await?;
+            write!(out, "{}", render(&states))?;
+            0
         }
         Command::Init => {
-            open(true).await?;
-            println!("database ready: {}", cli.db.display());
-            Ok(0)
+            let config = cli.config(Access::Write);
+            open(Access::Write).await?;
+            match &config.database_url {
+                Some(url) => writeln!(out, "database ready: {}", redact_url(url))?,
+                None => writeln!(out, "database ready: {}", config.db_path.display())?,
+            }
+            0
         }
-        Command::Exposures(args) => exposures_command(&open(true).await?, &args).await,
-        Command::Summary { json } => summary_command(&open(true).await?, json).await,
-        Command::Quarantine { json } => quarantine_command(&open(true).await?, json).await,
-        Command::Verify { json } => verify_command(&open(true).await?, json).await,
-        Command::Rebuild { json } => rebuild_command(&open(true).await?, json).await,
-    }
+        Command::Exposures(args) => exposures_command(&open(Access::Read).await?, args, &mut out).await?,
+        Command::Summary { json } => summary_command(&open(Access::Read).await?, *json, &mut out).await?,
+        Command::Quarantine { json } => {
+            quarantine_command(&open(Access::Read).await?, *json, &mut out).await?
+        }
+        Command::Verify { json } => verify_command(&open(Access::Read).await?, *json, &mut out).await?,
+        Command::Rebuild { json } => rebuild_command(&open(Access::Write).await?, *json, &mut out).await?,
+    };
+    // A reader that left early (`| head`) had all it wanted.
+    out.finish()?;
+    Ok(code)
 }
 
 /// The files behind the command-line paths: files as given, directories'
-/// `*.ndjson` / `*.jsonl` files in name order.
+/// `*.ndjson` / `*.jsonl` regular files in name order. A path given that
+/// is neither a directory nor a regular file (a FIFO, a device, a socket)
+/// is refused: reading it could block without end, and a file is ingested
+/// in one transaction.
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
     let mut files = Vec::new();
     for path in paths {
@@ -278,8 +336,14 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
                 .collect();
             found.sort();
             files.extend(found);
-        } else {
+        } else if meta.is_file() {
             files.push(path.clone());
+        } else {
+            return Err(Fatal::usage(format!(
+                "cannot ingest '{}': not a regular file (a FIFO, device or socket); \
+                 ingest reads whole regular files: save the stream to a file first",
+                path.display()
+            )));
         }
     }
     Ok(files)
@@ -298,8 +362,15 @@ struct IngestSummary<'a> {
     peak_rss_bytes: Option<u64>,
 }
 
-async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
-    let files = expand(&args.paths)?;
+/// Ingests `files` in order, one unit of work each. Every file is worked
+/// through whatever happens to standard output: the report is written as
+/// the files go, and a failure to write it is reported at the end.
+async fn ingest_command(
+    db: &Database,
+    args: &IngestArgs,
+    files: &[PathBuf],
+    mut out: Output<std::io::Stdout>,
+) -> Result<u8, Fatal> {
     let repo =
         ExposureRepository::with_chunk_size(usize::try_from(args.chunk_size).unwrap_or(usize::MAX));
     let limits = Limits {
@@ -337,9 +408,9 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
         if !args.json {
             let line = describe(&report);
             match &bar {
-                Some(bar) => bar.println(line),
-                None => println!("{line}"),
-            }
+                Some(bar) => bar.suspend(|| writeln!(out, "{line}")),
+                None => writeln!(out, "{line}"),
+            }?;
         }
         reports.push(report);
     }
@@ -372,9 +443,10 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
         peak_rss_bytes: peak_rss_bytes(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "total: {} files ingested, {} quarantined; events: {} inserted, {} skipped; exposures: {} inserted, {} updated",
             summary.files_ingested,
             summary.files_quarantined,
@@ -382,7 +454,25 @@ async fn ingest_command(db: &Database, args: &IngestArgs) -> Result<u8, Fatal> {
             totals.events_skipped,
             totals.exposures_inserted,
             totals.exposures_updated,
-        );
+        )?;
+    }
+    let processed = format!(
+        "{} file(s) ingested, {} quarantined",
+        summary.files_ingested, summary.files_quarantined
+    );
+    match out.finish() {
+        Ok(Delivery::Complete) => {}
+        Ok(Delivery::ReaderGone) => warn(&format!(
+            "note: standard output was closed early, so the report is incomplete; {processed} \
+             (`exposure-store quarantine` lists the quarantined ones)"
+        )),
+        Err(e) if stopped.is_none() => {
+            return Err(Fatal {
+                code: 2,
+                message: format!("cannot write the report to standard output: {e}; {processed}"),
+            });
+        }
+        Err(e) => warn(&format!("error: cannot write the report to standard output: {e}")),
     }
     if let Some((e, _)) = stopped {
         return Err(Fatal {
@@ -440,7 +530,11 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-async fn exposures_command(db: &Database, args: &ExposuresArgs) -> Result<u8, Fatal> {
+async fn exposures_command(
+    db: &Database,
+    args: &ExposuresArgs,
+    out: &mut impl Write,
+) -> Result<u8, Fatal> {
     let filter = ExposureFilter {
         office_id: args.office.clone(),
         status: args.status,
@@ -459,7 +553,6 @@ async fn exposures_command(db: &Database, args: &ExposuresArgs) -> Result<u8, Fa
             },
         )
         .await?;
-    let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(0);
@@ -493,11 +586,10 @@ async fn exposures_command(db: &Database, args: &ExposuresArgs) -> Result<u8, Fa
     Ok(0)
 }
 
-async fn summary_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+async fn summary_command(db: &Database, as_json: bool, out: &mut impl Write) -> Result<u8, Fatal> {
     let repo = ExposureRepository::default();
     let counts = repo.exposure_counts(db).await?;
     let totals = repo.totals(db).await?;
-    let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(
             out,
@@ -526,9 +618,12 @@ async fn summary_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
     Ok(0)
 }
 
-async fn quarantine_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+async fn quarantine_command(
+    db: &Database,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<u8, Fatal> {
     let rows = ExposureRepository::default().quarantined_files(db).await?;
-    let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(0);
@@ -579,12 +674,11 @@ fn write_differences(out: &mut impl Write, differences: &[Difference]) -> std::i
     Ok(())
 }
 
-async fn verify_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+async fn verify_command(db: &Database, as_json: bool, out: &mut impl Write) -> Result<u8, Fatal> {
     let report = db
         .transaction(async |s| ExposureRepository::default().verify(s).await)
         .await?;
     let code = if report.is_clean() { 0 } else { 1 };
-    let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(code);
@@ -626,16 +720,15 @@ async fn verify_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
             "{} key(s) differ from the state the audit log gives (exposure-store rebuild replaces them):",
             report.differences.len()
         )?;
-        write_differences(&mut out, &report.differences)?;
+        write_differences(out, &report.differences)?;
     }
     Ok(code)
 }
 
-async fn rebuild_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
+async fn rebuild_command(db: &Database, as_json: bool, out: &mut impl Write) -> Result<u8, Fatal> {
     let report = db
         .write_transaction(async |s| ExposureRepository::default().rebuild(s).await)
         .await?;
-    let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(0);
@@ -651,6 +744,6 @@ async fn rebuild_command(db: &Database, as_json: bool) -> Result<u8, Fatal> {
         report.count(DifferenceKind::Missing),
         report.count(DifferenceKind::Unexpected),
     )?;
-    write_differences(&mut out, &report.changed)?;
+    write_differences(out, &report.changed)?;
     Ok(0)
 }

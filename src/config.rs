@@ -94,6 +94,7 @@ pub fn duckdb_options(memory_limit: Option<&str>) -> InstanceOptions {
     InstanceOptions {
         memory_limit: memory_limit.filter(|m| !m.is_empty()).map(str::to_owned),
         threads: None,
+        read_only: false,
     }
 }
 

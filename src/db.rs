@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
 pub use migration::commands::Engine;
+use migration::MigratorTrait;
 use migration::commands::{MigrateCommand, MigrationState};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
@@ -128,7 +129,16 @@ impl Database {
             path: path.to_path_buf(),
             reason,
         };
-        duckdb_adapter::ensure_parent_dir(path).map_err(|e| open_err(e.to_string()))?;
+        if options.read_only {
+            if !path.exists() {
+                return Err(open_err(
+                    "no such database file (`exposure-store init` or `ingest` creates one)"
+                        .to_owned(),
+                ));
+            }
+        } else {
+            duckdb_adapter::ensure_parent_dir(path).map_err(|e| open_err(e.to_string()))?;
+        }
         let instance = Instance::open_with(path, options).map_err(|e| {
             let message = e.to_string();
             if duckdb_adapter::classify_message(&message) == duckdb_adapter::ErrorKind::Locked {
@@ -232,6 +242,43 @@ impl Database {
         self.migrate(MigrateCommand::Up { num: None })
             .await
             .map(|_| ())
+    }
+
+    /// Checks, without writing anything, that the schema is exactly the
+    /// one this build's migrations make: what read-only users run instead
+    /// of [`Database::init`].
+    ///
+    /// # Errors
+    /// [`Error::SchemaNotCurrent`] naming the pending (or unknown)
+    /// migrations; [`Error::Database`] if the check cannot be read.
+    pub async fn check_schema(&self) -> Result<()> {
+        let status = self
+            .transaction(async |s| {
+                migration::commands::schema_status(s)
+                    .await
+                    .map_err(Error::from)
+            })
+            .await?;
+        if !status.unknown.is_empty() {
+            return Err(Error::SchemaNotCurrent(format!(
+                "it was written by a newer exposure-store (unknown migrations: {})",
+                status.unknown.join(", ")
+            )));
+        }
+        if !status.pending.is_empty() {
+            let migrations = migration::Migrator::migrations().len();
+            return Err(Error::SchemaNotCurrent(if status.pending.len() == migrations {
+                "it has no exposure-store schema yet (`exposure-store init` creates it)".to_owned()
+            } else {
+                format!(
+                    "{} migration(s) are pending: {} (`exposure-store init`, with write \
+                     access, applies them)",
+                    status.pending.len(),
+                    status.pending.join(", ")
+                )
+            }));
+        }
+        Ok(())
     }
 
     /// Runs a migration verb and returns the state of every migration after

@@ -41,6 +41,10 @@ pub enum Error {
     /// of committed (even though the work itself returned `Ok`).
     #[error("{0}")]
     Aborted(String),
+    /// The schema is not the one this build works with, and the command
+    /// may not change it (it opened the database read-only).
+    #[error("the database schema is not current: {0}")]
+    SchemaNotCurrent(String),
     /// Applying or inspecting migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[source] DbErr),

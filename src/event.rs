@@ -171,7 +171,11 @@ impl TryFrom<crate::entity::exposure_event::Model> for ExposureEvent {
             service_product: m.service_product,
             service_version: m.service_version,
             scan_run_id: m.scan_run_id,
-            raw_payload_json: m.raw_payload_json.as_deref().map(RawJson::parse).transpose()?,
+            raw_payload_json: m
+                .raw_payload_json
+                .as_deref()
+                .map(RawJson::parse)
+                .transpose()?,
         })
     }
 }
@@ -291,10 +295,14 @@ fn timestamp_micros<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D:
         .map_err(|e| invalid(&e))?
         .with_timezone(&Utc);
     if !(0..=9_999).contains(&t.year()) {
-        return Err(invalid(&"the instant is outside the years 0000-9999 in UTC"));
+        return Err(invalid(
+            &"the instant is outside the years 0000-9999 in UTC",
+        ));
     }
     if t.nanosecond() >= 1_000_000_000 && (t.hour(), t.minute()) != (23, 59) {
-        return Err(invalid(&"second 60 is a leap second, only valid at 23:59:60 UTC"));
+        return Err(invalid(
+            &"second 60 is a leap second, only valid at 23:59:60 UTC",
+        ));
     }
     // Through microseconds since the epoch: the precision stored, and a
     // leap second becomes the next day's first second.
@@ -375,8 +383,11 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..2_000 {
             let x = f64::from_bits(rng.u64(0x3C00_0000_0000_0000..0x4400_0000_0000_0000));
-            let e: ExposureEvent = serde_json::from_str(&LINE.replace("6.4", &format!("{x:.16e}")))?;
-            let exact = format!("{x:.16e}").parse::<f64>().map_err(serde::de::Error::custom)?;
+            let e: ExposureEvent =
+                serde_json::from_str(&LINE.replace("6.4", &format!("{x:.16e}")))?;
+            let exact = format!("{x:.16e}")
+                .parse::<f64>()
+                .map_err(serde::de::Error::custom)?;
             assert_eq!(e.risk_score.to_bits(), exact.to_bits(), "{x:.16e}");
         }
         Ok(())
@@ -389,7 +400,11 @@ mod tests {
         let e: ExposureEvent = serde_json::from_str(&line)?;
         assert_eq!(e.validate(), Ok(()));
         let kept = e.raw_payload_json.as_ref().map(RawJson::as_str);
-        assert_eq!(kept, Some(payload), "digits, key order, duplicates, escapes");
+        assert_eq!(
+            kept,
+            Some(payload),
+            "digits, key order, duplicates, escapes"
+        );
         let again: ExposureEvent = serde_json::from_str(&serde_json::to_string(&e)?)?;
         assert_eq!(again, e, "serialized as the JSON value itself");
         assert!(RawJson::parse("{\"a\":").is_err());
@@ -400,19 +415,38 @@ mod tests {
     #[test]
     fn timestamps_are_instants_with_an_rfc_3339_form() {
         let at = |t: &str| {
-            serde_json::from_str::<ExposureEvent>(&LINE.replace("2025-01-05T16:00:03.161123456-08:00", t))
-                .map(|e| e.timestamp.to_rfc3339())
-                .map_err(|e| e.to_string())
+            serde_json::from_str::<ExposureEvent>(
+                &LINE.replace("2025-01-05T16:00:03.161123456-08:00", t),
+            )
+            .map(|e| e.timestamp.to_rfc3339())
+            .map_err(|e| e.to_string())
         };
-        assert_eq!(at("2025-01-01 00:00:00Z").as_deref(), Ok("2025-01-01T00:00:00+00:00"));
-        assert_eq!(at("9999-12-31T23:59:59Z").as_deref(), Ok("9999-12-31T23:59:59+00:00"));
+        assert_eq!(
+            at("2025-01-01 00:00:00Z").as_deref(),
+            Ok("2025-01-01T00:00:00+00:00")
+        );
+        assert_eq!(
+            at("9999-12-31T23:59:59Z").as_deref(),
+            Ok("9999-12-31T23:59:59+00:00")
+        );
         let past = at("9999-12-31T23:59:59-23:59");
-        assert!(past.as_ref().is_err_and(|m| m.contains("0000-9999")), "{past:?}");
+        assert!(
+            past.as_ref().is_err_and(|m| m.contains("0000-9999")),
+            "{past:?}"
+        );
         assert!(at("0000-01-01T00:00:00+00:01").is_err());
         // A leap second only where one can be: 23:59:60 UTC, at any offset.
-        assert_eq!(at("2016-12-31T23:59:60.5Z").as_deref(), Ok("2017-01-01T00:00:00.500+00:00"));
+        assert_eq!(
+            at("2016-12-31T23:59:60.5Z").as_deref(),
+            Ok("2017-01-01T00:00:00.500+00:00")
+        );
         assert!(at("2017-01-01T00:59:60+01:00").is_ok());
         let any_minute = at("2025-06-15T12:34:60.5Z");
-        assert!(any_minute.as_ref().is_err_and(|m| m.contains("leap second")), "{any_minute:?}");
+        assert!(
+            any_minute
+                .as_ref()
+                .is_err_and(|m| m.contains("leap second")),
+            "{any_minute:?}"
+        );
     }
 }

@@ -30,6 +30,9 @@ use crate::repository::{ExposureRepository, IngestStats, QuarantineRecord};
 /// that a runaway line cannot exhaust memory.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The UTF-8 byte order mark, accepted at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Parsed chunks that may wait for the database at once.
 const CHUNKS_IN_FLIGHT: usize = 2;
 
@@ -123,7 +126,8 @@ fn shortened(reason: String) -> String {
 /// Reading limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest accepted line, in bytes.
+    /// Longest accepted line, in bytes of its content: a line end (LF or
+    /// CRLF) and the byte order mark of a first line do not count.
     pub max_line_bytes: usize,
 }
 
@@ -171,9 +175,12 @@ impl<R: BufRead> NdjsonReader<R> {
     pub fn next_event(&mut self) -> Result<Option<ExposureEvent>, Rejection> {
         loop {
             self.buf.clear();
+            // The limit is on the line's content: room for a byte order
+            // mark, CR and LF besides, and one byte more to see a line too
+            // long without reading it whole.
             let cap = u64::try_from(self.limits.max_line_bytes)
                 .unwrap_or(u64::MAX)
-                .saturating_add(1);
+                .saturating_add(BOM.len() as u64 + 3);
             let n = (&mut self.inner)
                 .take(cap)
                 .read_until(b'\n', &mut self.buf)
@@ -189,9 +196,12 @@ impl<R: BufRead> NdjsonReader<R> {
             self.line += 1;
             let line = self.line;
             let mut bytes = self.buf.as_slice();
-            if bytes.last() == Some(&b'\n') {
-                bytes = &bytes[..bytes.len() - 1];
-            } else if bytes.len() > self.limits.max_line_bytes {
+            bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+            bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            if line == 1 {
+                bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+            }
+            if bytes.len() > self.limits.max_line_bytes {
                 return Err(Rejection::at_line(
                     ErrorType::LineTooLong,
                     line,
@@ -201,12 +211,6 @@ impl<R: BufRead> NdjsonReader<R> {
                     ),
                     json!({ "limit_bytes": self.limits.max_line_bytes }),
                 ));
-            }
-            if bytes.last() == Some(&b'\r') {
-                bytes = &bytes[..bytes.len() - 1];
-            }
-            if line == 1 {
-                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             }
             let text = std::str::from_utf8(bytes).map_err(|e| {
                 Rejection::at_line(
@@ -321,15 +325,49 @@ pub enum FileOutcome {
 }
 
 /// The result of ingesting one file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// As JSON, `path` is the path as text (a byte that is not UTF-8 shown as
+/// U+FFFD); such a path also gets `path_escaped`, its exact bytes with
+/// non-ASCII bytes as `\xHH` (as in bash's `$'...'`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileReport {
     /// The file.
     pub path: PathBuf,
     /// Events read from it (all of them when ingested).
     pub events_read: u64,
     /// Ingested or quarantined.
-    #[serde(flatten)]
     pub outcome: FileOutcome,
+}
+
+impl Serialize for FileReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            path: std::borrow::Cow<'a, str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            path_escaped: Option<String>,
+            events_read: u64,
+            #[serde(flatten)]
+            outcome: &'a FileOutcome,
+        }
+        Shown {
+            path: self.path.to_string_lossy(),
+            path_escaped: escaped_path(&self.path),
+            events_read: self.events_read,
+            outcome: &self.outcome,
+        }
+        .serialize(s)
+    }
+}
+
+/// The exact bytes of a path that is not UTF-8, printable: ASCII as it is
+/// (`\\`, quotes and control characters escaped), every other byte as
+/// `\xHH`. `None` for a UTF-8 path (its text is exact).
+#[must_use]
+pub fn escaped_path(path: &Path) -> Option<String> {
+    path.to_str()
+        .is_none()
+        .then(|| path.as_os_str().as_encoded_bytes().escape_ascii().to_string())
 }
 
 /// Why the work of one file stopped.
@@ -447,11 +485,16 @@ pub async fn ingest_file(
             details: json!({ "reason": e.to_string(), "retryable": e.is_retryable() }),
         },
     };
+    let mut details = rejection.details.clone();
+    if let (Some(escaped), serde_json::Value::Object(map)) = (escaped_path(path), &mut details) {
+        // The file name is stored as text; its exact bytes go here.
+        map.insert("path_escaped".to_owned(), escaped.into());
+    }
     let record = QuarantineRecord {
-        filename: path.display().to_string(),
+        filename: path.to_string_lossy().into_owned(),
         error_type: rejection.error_type.as_str().to_owned(),
         error_message: rejection.message.clone(),
-        error_details_json: Some(rejection.details.clone()),
+        error_details_json: Some(details),
     };
     repo.quarantine_file(db, record).await?;
     Ok(FileReport {
@@ -594,6 +637,28 @@ mod tests {
             Some(ErrorType::InvalidEvent)
         );
         assert!(r.is_some_and(|r| r.message.len() < 1_000 && r.details["field"] == "risk_score"));
+    }
+
+    #[test]
+    fn the_line_limit_counts_the_content_whatever_the_line_end() {
+        let n = LINE.len();
+        for (name, input) in [
+            ("LF", format!("{LINE}\n")),
+            ("CRLF", format!("{LINE}\r\n")),
+            ("BOM", format!("\u{feff}{LINE}\n")),
+            ("BOM, CRLF", format!("\u{feff}{LINE}\r\n")),
+            ("no end", LINE.to_owned()),
+            ("second line", format!("{LINE}\r\n{}\r\n", LINE.replace("e1", "e2"))),
+        ] {
+            let at_limit = read_all(input.as_bytes(), n).map(|e| e.len()).map_err(|r| r.message);
+            assert!(at_limit.is_ok_and(|n| n >= 1), "{name} at the limit");
+            let below = read_all(input.as_bytes(), n - 1).err().map(|r| r.error_type);
+            assert_eq!(below, Some(ErrorType::LineTooLong), "{name} one byte over");
+        }
+        // A BOM counts anywhere but at the start of the file.
+        let later_bom = format!("{LINE}\n\u{feff}{}\n", LINE.replace("e1", "e2"));
+        let r = read_all(later_bom.as_bytes(), n).err().map(|r| r.error_type);
+        assert_eq!(r, Some(ErrorType::LineTooLong));
     }
 
     #[test]

@@ -134,6 +134,11 @@ pub struct InstanceOptions {
     pub memory_limit: Option<String>,
     /// DuckDB's worker threads; DuckDB's default is one per core.
     pub threads: Option<i64>,
+    /// Open the file for reading only: it must exist, nothing is ever
+    /// written to it (a write-ahead log left by an unclean shutdown is
+    /// replayed in memory only), and other read-only processes may have
+    /// it open at the same time. Needs only read permission.
+    pub read_only: bool,
 }
 
 impl InstanceOptions {
@@ -155,6 +160,9 @@ impl InstanceOptions {
         }
         if let Some(threads) = self.threads {
             config = config.threads(threads)?;
+        }
+        if self.read_only {
+            config = config.access_mode(duckdb::AccessMode::ReadOnly)?;
         }
         Ok(config)
     }
@@ -374,7 +382,8 @@ fn retire(generation: &mut Generation, reason: &str) -> Result<()> {
 
 /// Opens `path` with `options`: checks that an existing file is a DuckDB
 /// database, then opens it, replaying and checkpointing a write-ahead log
-/// left by an unclean shutdown before anything else can write.
+/// left by an unclean shutdown before anything else can write (read-only:
+/// DuckDB replays it in memory, the file stays as it is).
 fn open_file(path: &Path, options: &InstanceOptions) -> Result<duckdb::Connection> {
     check_header(path)?;
     let wal = wal_path(path);
@@ -387,7 +396,12 @@ fn open_file(path: &Path, options: &InstanceOptions) -> Result<duckdb::Connectio
         );
     }
     let conn = duckdb::Connection::open_with_flags(path, options.config()?)?;
-    if recovering {
+    if recovering && options.read_only {
+        tracing::info!(
+            path = %path.display(),
+            "write-ahead log replayed in memory (read-only: the file is not changed)"
+        );
+    } else if recovering {
         conn.execute_batch("CHECKPOINT")?;
         tracing::info!(
             path = %path.display(),

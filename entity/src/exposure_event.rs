@@ -59,12 +59,7 @@ pub struct Model {
     /// order). A `JSON` column; read as its text and written through a cast
     /// to `JSON`, so no value passes through a lossy JSON tree. Parse it
     /// with `serde_json` (into `RawValue` to keep it exact).
-    #[sea_orm(
-        column_type = "Json",
-        nullable,
-        select_as = "text",
-        save_as = "json"
-    )]
+    #[sea_orm(column_type = "Json", nullable, select_as = "text", save_as = "json")]
     pub raw_payload_json: Option<String>,
 }
 

@@ -63,6 +63,70 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
+/// How a database's schema compares with this build's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// This build's migrations the database has not applied, in order
+    /// (all of them when it has no schema at all).
+    pub pending: Vec<String>,
+    /// Migrations the database has applied that this build does not know
+    /// (it was written by a newer version).
+    pub unknown: Vec<String>,
+}
+
+impl SchemaStatus {
+    /// Whether the schema is exactly this build's.
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && self.unknown.is_empty()
+    }
+}
+
+/// The schema status of `db`, read without writing anything (unlike
+/// [`status`], which creates `seaql_migrations` when it is missing): what
+/// a read-only command checks before it queries.
+///
+/// # Errors
+/// The database's error.
+pub async fn schema_status<C: ConnectionTrait>(db: &C) -> Result<SchemaStatus, DbErr> {
+    use sea_orm_migration::sea_query::{Alias, Expr, ExprTrait, Query};
+    let table = "seaql_migrations";
+    let mut exists = Query::select();
+    exists
+        .expr(Expr::col(Alias::new("table_name")))
+        .from((Alias::new("information_schema"), Alias::new("tables")))
+        .and_where(Expr::col(Alias::new("table_name")).eq(table))
+        .and_where(Expr::col(Alias::new("table_schema")).eq(Expr::cust("current_schema()")));
+    let applied: Vec<String> = if db.query_one(&exists).await?.is_some() {
+        let mut versions = Query::select();
+        versions
+            .column(Alias::new("version"))
+            .from(Alias::new(table));
+        db.query_all(&versions)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String>("", "version"))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    Ok(SchemaStatus {
+        pending: known
+            .iter()
+            .filter(|name| !applied.contains(name))
+            .cloned()
+            .collect(),
+        unknown: applied
+            .into_iter()
+            .filter(|name| !known.contains(name))
+            .collect(),
+    })
+}
+
 /// Runs `command` and returns the state of every migration afterwards.
 ///
 /// # Errors

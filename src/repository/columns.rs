@@ -71,7 +71,10 @@ pub(crate) fn events(
     let optional = |f: fn(&ExposureEvent) -> Option<&String>| {
         text(n, all().map(move |e| f(e).map(String::as_str)))
     };
-    let payloads = text(n, all().map(|e| e.raw_payload_json.as_ref().map(RawJson::as_str)));
+    let payloads = text(
+        n,
+        all().map(|e| e.raw_payload_json.as_ref().map(RawJson::as_str)),
+    );
     let mut event_keys = UInt64Builder::with_capacity(n);
     event_keys.append_slice(keys);
     batch(vec![

@@ -353,7 +353,9 @@ pub(crate) fn insert_new_events(
     rows: Vec<[Value; 20]>,
 ) -> Result<InsertStatement, sea_query::error::Error> {
     let mut insert = Query::insert();
-    insert.into_table(exposure_event::Entity).columns(EVENT_COLUMNS);
+    insert
+        .into_table(exposure_event::Entity)
+        .columns(EVENT_COLUMNS);
     for row in rows {
         // `save_as`: the entity's casts (the payload's text to `json`).
         insert.values(

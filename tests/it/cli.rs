@@ -600,3 +600,231 @@ fn verify_and_rebuild(
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("nothing to change"));
     Ok(())
 }
+
+impl Env {
+    /// Runs the CLI with its standard output closed before it writes
+    /// anything (like `... | head -0`); returns its status and stderr.
+    fn run_with_stdout_closed(&self, args: &[&str]) -> TestResult<(Option<i32>, String)> {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("DB_PATH", &self.db)
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        drop(child.stdout.take());
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    fn events_stored(&self) -> TestResult<Value> {
+        let (_, summary) = self.json(&["summary", "--json"])?;
+        Ok(summary["totals"]["events"].clone())
+    }
+}
+
+/// `ingest DIR | head -1`: the reader going away neither stops the run nor
+/// changes its status; every file is ingested (and a quarantined one still
+/// makes the status 1). Query commands end normally too.
+#[test]
+fn a_closed_stdout_never_abandons_work() -> TestResult {
+    let env = Env::new(Backend::DuckDb)?;
+    for i in 0..12 {
+        env.file(
+            &format!("in/f{i:02}.ndjson"),
+            format!("{}\n", line(&format!("p-{i}"), |_| ())),
+        )?;
+    }
+    let dir = env.dir.path().join("in");
+    let (code, stderr) = env.run_with_stdout_closed(&["ingest", s(&dir)])?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("report is incomplete"), "{stderr}");
+    assert_eq!(env.events_stored()?, 12);
+
+    env.file("in/zz-bad.ndjson", "{\n")?;
+    let (code, stderr) = env.run_with_stdout_closed(&["ingest", "--json", s(&dir)])?;
+    assert_eq!(code, Some(1), "one file quarantined: {stderr}");
+    assert_eq!(env.events_stored()?, 12);
+
+    for args in [
+        &["exposures"][..],
+        &["exposures", "--json"],
+        &["summary"],
+        &["quarantine"],
+        &["verify"],
+        &["migrate", "status"],
+    ] {
+        let (code, stderr) = env.run_with_stdout_closed(args)?;
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+/// A file whose name is not UTF-8 is ingested and reported like any other:
+/// `--json` shows the name as text and its exact bytes, escaped; so does a
+/// quarantine row.
+#[test]
+fn file_names_that_are_not_utf8_are_reported() -> TestResult {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new(Backend::DuckDb)?;
+    let good = env
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"good-\xff.ndjson"));
+    std::fs::write(&good, format!("{}\n", line("u-1", |_| ())))?;
+    let bad = env
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"bad-\xfe\\.ndjson"));
+    std::fs::write(&bad, "{\n")?;
+    let out = Command::new(BIN)
+        .args(["ingest", "--json"])
+        .arg(&good)
+        .arg(&bad)
+        .env("DB_PATH", &env.db)
+        .env_remove("DATABASE_URL")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let files = &report["files"];
+    assert_eq!(files[0]["outcome"], "ingested", "{report}");
+    assert!(
+        files[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("good-\u{fffd}.ndjson")),
+        "{report}"
+    );
+    assert!(
+        files[0]["path_escaped"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("good-\\xff.ndjson")),
+        "{report}"
+    );
+    assert_eq!(files[1]["outcome"], "quarantined", "{report}");
+    let (_, quarantine) = env.json(&["quarantine", "--json"])?;
+    assert!(
+        quarantine[0]["error_details_json"]["path_escaped"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("bad-\\xfe\\\\.ndjson")),
+        "{quarantine}"
+    );
+    assert_eq!(env.events_stored()?, 1);
+    Ok(())
+}
+
+/// A FIFO (or any file that is not regular) given to `ingest` is refused
+/// at once, before the database is opened; in a directory it is skipped.
+#[test]
+fn a_fifo_is_refused_before_the_database_is_opened() -> TestResult {
+    let env = Env::new(Backend::DuckDb)?;
+    let fifo = env.dir.path().join("in").join("stream.ndjson");
+    std::fs::create_dir_all(fifo.parent().ok_or("no parent")?)?;
+    let made = Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success());
+    env.file("in/real.ndjson", format!("{}\n", line("r-1", |_| ())))?;
+
+    let out = env.run(&["ingest", s(&fifo)])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!env.db.exists(), "the database was opened");
+
+    let out = env.run(&["ingest", s(&env.dir.path().join("in"))])?;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(env.events_stored()?, 1);
+    Ok(())
+}
+
+/// The query commands open the DuckDB file read-only: they run while
+/// another process has it open read-only (which a writer cannot), they
+/// never create a file, and they never migrate (they say what is pending).
+#[test]
+fn query_commands_only_read() -> TestResult {
+    let env = Env::new(Backend::DuckDb)?;
+    let file = env.file("one.ndjson", format!("{}\n", line("q-1", |_| ())))?;
+    assert_eq!(env.run(&["ingest", s(&file)])?.status.code(), Some(0));
+
+    let reader = duckdb::Connection::open_with_flags(
+        &env.db,
+        duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
+    )?;
+    for args in [
+        &["summary"][..],
+        &["exposures", "--json"],
+        &["quarantine"],
+        &["verify"],
+    ] {
+        let out = env.run(args)?;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let writer = env.run(&["ingest", s(&file)])?;
+    assert_eq!(writer.status.code(), Some(2), "a writer got in beside a reader");
+    drop(reader);
+
+    let missing = env.dir.path().join("missing.duckdb");
+    let out = Command::new(BIN)
+        .args(["summary", "--db", s(&missing)])
+        .env_remove("DATABASE_URL")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no such database file"), "{stderr}");
+    assert!(!missing.exists());
+
+    assert!(env.run(&["migrate", "down"])?.status.success());
+    let out = env.run(&["summary"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("schema is not current")
+            && stderr.contains("m20261128_000006_key_events_on_duckdb"),
+        "{stderr}"
+    );
+    let status = env.run(&["migrate", "status"])?;
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("pending  m20261128_000006"),
+        "summary migrated the database"
+    );
+    Ok(())
+}
+
+/// Set-but-empty variables mean unset (the defaults), as the README says;
+/// `--limit` refuses what the databases cannot take, with a usage error.
+#[test]
+fn empty_variables_and_huge_limits_are_usage_not_crashes() -> TestResult {
+    let out = Command::new(BIN)
+        .args(["summary"])
+        .env("DB_PATH", "")
+        .env("DATABASE_URL", "")
+        .env("DUCKDB_MEMORY_LIMIT", "")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("a value is required"), "{stderr}");
+    assert!(
+        out.status.success() || stderr.contains("/app/data/exposures.duckdb"),
+        "the default path was not used: {stderr}"
+    );
+
+    let env = Env::new(Backend::DuckDb)?;
+    assert!(env.run(&["init"])?.status.success());
+    let out = env.run(&["exposures", "--limit", "9223372036854775808"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--limit"), "{stderr}");
+    assert!(!stderr.contains("Conversion Error"), "{stderr}");
+    let out = env.run(&["exposures", "--limit", "9223372036854775807"])?;
+    assert_eq!(out.status.code(), Some(0));
+    Ok(())
+}

@@ -109,7 +109,10 @@ fn sample_rows() -> Vec<exposure_event::Model> {
 }
 
 fn sample() -> Vec<ExposureEvent> {
-    sample_rows().into_iter().map(crate::helpers::to_input).collect()
+    sample_rows()
+        .into_iter()
+        .map(crate::helpers::to_input)
+        .collect()
 }
 
 /// `verify` finds nothing on an ingested database; after `exposures_current`

@@ -300,13 +300,21 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
             }
             0
         }
-        Command::Exposures(args) => exposures_command(&open(Access::Read).await?, args, &mut out).await?,
-        Command::Summary { json } => summary_command(&open(Access::Read).await?, *json, &mut out).await?,
+        Command::Exposures(args) => {
+            exposures_command(&open(Access::Read).await?, args, &mut out).await?
+        }
+        Command::Summary { json } => {
+            summary_command(&open(Access::Read).await?, *json, &mut out).await?
+        }
         Command::Quarantine { json } => {
             quarantine_command(&open(Access::Read).await?, *json, &mut out).await?
         }
-        Command::Verify { json } => verify_command(&open(Access::Read).await?, *json, &mut out).await?,
-        Command::Rebuild { json } => rebuild_command(&open(Access::Write).await?, *json, &mut out).await?,
+        Command::Verify { json } => {
+            verify_command(&open(Access::Read).await?, *json, &mut out).await?
+        }
+        Command::Rebuild { json } => {
+            rebuild_command(&open(Access::Write).await?, *json, &mut out).await?
+        }
     };
     // A reader that left early (`| head`) had all it wanted.
     out.finish()?;
@@ -472,7 +480,9 @@ async fn ingest_command(
                 message: format!("cannot write the report to standard output: {e}; {processed}"),
             });
         }
-        Err(e) => warn(&format!("error: cannot write the report to standard output: {e}")),
+        Err(e) => warn(&format!(
+            "error: cannot write the report to standard output: {e}"
+        )),
     }
     if let Some((e, _)) = stopped {
         return Err(Fatal {

@@ -34,7 +34,12 @@ impl Config {
     /// defaults when they are unset or empty.
     #[must_use]
     pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let mut config = Self::from_lookup(|name| std::env::var(name).ok());
+        // A path need not be UTF-8.
+        if let Some(path) = std::env::var_os("DB_PATH").filter(|p| !p.is_empty()) {
+            config.db_path = PathBuf::from(path);
+        }
+        config
     }
 
     /// As [`Config::from_env`], reading variables through `lookup`.

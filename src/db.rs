@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
-pub use migration::commands::Engine;
 use migration::MigratorTrait;
+pub use migration::commands::Engine;
 use migration::commands::{MigrateCommand, MigrationState};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
@@ -267,16 +267,19 @@ impl Database {
         }
         if !status.pending.is_empty() {
             let migrations = migration::Migrator::migrations().len();
-            return Err(Error::SchemaNotCurrent(if status.pending.len() == migrations {
-                "it has no exposure-store schema yet (`exposure-store init` creates it)".to_owned()
-            } else {
-                format!(
-                    "{} migration(s) are pending: {} (`exposure-store init`, with write \
+            return Err(Error::SchemaNotCurrent(
+                if status.pending.len() == migrations {
+                    "it has no exposure-store schema yet (`exposure-store init` creates it)"
+                        .to_owned()
+                } else {
+                    format!(
+                        "{} migration(s) are pending: {} (`exposure-store init`, with write \
                      access, applies them)",
-                    status.pending.len(),
-                    status.pending.join(", ")
-                )
-            }));
+                        status.pending.len(),
+                        status.pending.join(", ")
+                    )
+                },
+            ));
         }
         Ok(())
     }

@@ -365,9 +365,12 @@ impl Serialize for FileReport {
 /// `\xHH`. `None` for a UTF-8 path (its text is exact).
 #[must_use]
 pub fn escaped_path(path: &Path) -> Option<String> {
-    path.to_str()
-        .is_none()
-        .then(|| path.as_os_str().as_encoded_bytes().escape_ascii().to_string())
+    path.to_str().is_none().then(|| {
+        path.as_os_str()
+            .as_encoded_bytes()
+            .escape_ascii()
+            .to_string()
+    })
 }
 
 /// Why the work of one file stopped.
@@ -648,16 +651,25 @@ mod tests {
             ("BOM", format!("\u{feff}{LINE}\n")),
             ("BOM, CRLF", format!("\u{feff}{LINE}\r\n")),
             ("no end", LINE.to_owned()),
-            ("second line", format!("{LINE}\r\n{}\r\n", LINE.replace("e1", "e2"))),
+            (
+                "second line",
+                format!("{LINE}\r\n{}\r\n", LINE.replace("e1", "e2")),
+            ),
         ] {
-            let at_limit = read_all(input.as_bytes(), n).map(|e| e.len()).map_err(|r| r.message);
+            let at_limit = read_all(input.as_bytes(), n)
+                .map(|e| e.len())
+                .map_err(|r| r.message);
             assert!(at_limit.is_ok_and(|n| n >= 1), "{name} at the limit");
-            let below = read_all(input.as_bytes(), n - 1).err().map(|r| r.error_type);
+            let below = read_all(input.as_bytes(), n - 1)
+                .err()
+                .map(|r| r.error_type);
             assert_eq!(below, Some(ErrorType::LineTooLong), "{name} one byte over");
         }
         // A BOM counts anywhere but at the start of the file.
         let later_bom = format!("{LINE}\n\u{feff}{}\n", LINE.replace("e1", "e2"));
-        let r = read_all(later_bom.as_bytes(), n).err().map(|r| r.error_type);
+        let r = read_all(later_bom.as_bytes(), n)
+            .err()
+            .map(|r| r.error_type);
         assert_eq!(r, Some(ErrorType::LineTooLong));
     }
 

@@ -770,7 +770,11 @@ fn query_commands_only_read() -> TestResult {
         );
     }
     let writer = env.run(&["ingest", s(&file)])?;
-    assert_eq!(writer.status.code(), Some(2), "a writer got in beside a reader");
+    assert_eq!(
+        writer.status.code(),
+        Some(2),
+        "a writer got in beside a reader"
+    );
     drop(reader);
 
     let missing = env.dir.path().join("missing.duckdb");

@@ -359,22 +359,35 @@ async fn an_unclean_shutdown_is_recovered_before_the_first_write() -> TestResult
         assert_eq!(out, 2_000);
     }
     assert!(wal.exists(), "the test needs a write-ahead log left behind");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--db")
+            .arg(&db_path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+    };
 
-    let out = Command::new(BIN)
-        .arg("--db")
-        .arg(&db_path)
-        .args(["summary", "--json"])
-        .env("RUST_LOG", "info")
-        .output()?;
+    // A reader replays the log in memory and leaves the files alone.
+    let out = run(&["summary", "--json"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed in memory"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(summary["totals"]["events"], 2_000);
+    assert!(wal.exists(), "a read-only command wrote the file");
+
+    // A writer checkpoints it into the file before anything else.
+    let out = run(&["init"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("not closed cleanly") && stderr.contains("recovered"),
         "the recovery is not logged: {stderr}"
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(summary["totals"]["events"], 2_000);
     assert!(!wal.exists(), "the write-ahead log was not checkpointed");
+    let summary: serde_json::Value = serde_json::from_slice(&run(&["summary", "--json"])?.stdout)?;
+    assert_eq!(summary["totals"]["events"], 2_000);
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::db::Database;
 use crate::error::Error;
@@ -455,10 +456,43 @@ pub async fn ingest_file(
     limits: Limits,
     progress: Option<Progress>,
 ) -> Result<FileReport, Error> {
+    // Every log line of the file's work (chunks, commit, check, retry,
+    // recovery) carries its path; `events` is filled in when it is known.
+    let span = tracing::info_span!(
+        "file",
+        path = %path.display(),
+        events = tracing::field::Empty
+    );
+    let report = ingest_file_in_span(db, repo, path, limits, progress)
+        .instrument(span.clone())
+        .await;
+    if let Ok(report) = &report {
+        span.record("events", report.events_read);
+        span.in_scope(|| match &report.outcome {
+            FileOutcome::Ingested { stats } => tracing::info!(
+                inserted = stats.events_inserted,
+                skipped = stats.events_skipped,
+                "file ingested"
+            ),
+            FileOutcome::Quarantined { rejection } => tracing::info!(
+                error_type = rejection.error_type.as_str(),
+                "file quarantined"
+            ),
+        });
+    }
+    report
+}
+
+async fn ingest_file_in_span(
+    db: &Database,
+    repo: ExposureRepository,
+    path: &Path,
+    limits: Limits,
+    progress: Option<Progress>,
+) -> Result<FileReport, Error> {
     let (mut attempt, mut events_read) = attempt_file(db, repo, path, limits, &progress).await;
     if let Err(Stop::Database(Error::EngineFailed(first))) = &attempt {
         tracing::warn!(
-            file = %path.display(),
             error = %first,
             "the database engine failed; trying the file once more on the reopened database"
         );
@@ -537,7 +571,9 @@ async fn attempt_file(
                 CHUNKS_IN_FLIGHT,
             );
             let chunk_size = repo.chunk_size();
+            let span = tracing::Span::current();
             let reader = tokio::task::spawn_blocking(move || {
+                let _in_file = span.enter();
                 let reader = NdjsonReader::new(BufReader::with_capacity(1 << 20, file), limits);
                 send_chunks(reader, chunk_size, progress.as_deref(), &tx);
             });

@@ -30,8 +30,6 @@
 //! Prints one line per failing run and a closing `runs: N, failed: M` line;
 //! exits 1 when a run failed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

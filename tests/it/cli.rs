@@ -79,11 +79,11 @@ impl Env {
 }
 
 fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
+    p.to_str().expect("temporary paths are UTF-8")
 }
 
 fn line(id: &str, edit: impl Fn(&mut Value)) -> String {
-    let mut v: Value = serde_json::from_str(GOOD).unwrap_or_default();
+    let mut v: Value = serde_json::from_str(GOOD).expect("GOOD is JSON");
     v["event_id"] = Value::from(id);
     edit(&mut v);
     v.to_string()
@@ -830,5 +830,45 @@ fn empty_variables_and_huge_limits_are_usage_not_crashes() -> TestResult {
     assert!(!stderr.contains("Conversion Error"), "{stderr}");
     let out = env.run(&["exposures", "--limit", "9223372036854775807"])?;
     assert_eq!(out.status.code(), Some(0));
+    Ok(())
+}
+
+/// Every log line of a file's work says which file it belongs to, and the
+/// closing line gives its event count.
+#[test]
+fn log_lines_name_their_file() -> TestResult {
+    let env = Env::new(Backend::DuckDb)?;
+    let a = env.file("a.ndjson", format!("{}\n", line("l-1", |_| ())))?;
+    let b = env.file(
+        "b.ndjson",
+        format!("{}\n{}\n", line("l-2", |_| ()), line("l-3", |_| ())),
+    )?;
+    let out = Command::new(BIN)
+        .args(["--db", s(&env.db), "ingest", s(&a), s(&b)])
+        .env("RUST_LOG", "exposure_store=debug")
+        .env("NO_COLOR", "1")
+        .output()?;
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let chunks: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("chunk ingested"))
+        .collect();
+    assert_eq!(chunks.len(), 2, "{stderr}");
+    assert!(
+        chunks[0].contains(&format!("file{{path={}}}", a.display())),
+        "{stderr}"
+    );
+    assert!(
+        chunks[1].contains(&format!("file{{path={}}}", b.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&format!("path={} events=2}}", b.display()))
+                && l.contains("file ingested")),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -124,7 +124,7 @@ pub async fn reopen(path: &std::path::Path, url: Option<&str>) -> TestResult<Dat
 pub fn ts(rfc3339: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|e| panic!("bad test timestamp {rfc3339}: {e}"))
+        .expect("a test timestamp is RFC 3339")
 }
 
 /// A fully populated event; tests override what they exercise.
@@ -170,8 +170,7 @@ pub fn input(
 /// A stored event as input (its payload is valid JSON: the helpers write
 /// only such payloads).
 pub fn to_input(stored: exposure_event::Model) -> exposure_store::ExposureEvent {
-    exposure_store::ExposureEvent::try_from(stored)
-        .unwrap_or_else(|e| panic!("a test payload is not JSON: {e}"))
+    exposure_store::ExposureEvent::try_from(stored).expect("a test payload is JSON")
 }
 
 /// Ingests `events` in one unit of work with the given chunk size.

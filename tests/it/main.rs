@@ -4,6 +4,10 @@
 //! Most tests run once per engine (`backend_1_Backend__DuckDb`,
 //! `backend_2_Backend__Postgres`).
 
+// All of this crate is test code: clippy.toml allows unwrap/expect in
+// `#[test]` functions, and the helpers they share are held to the same rule.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod containment;
 mod cross_backend;

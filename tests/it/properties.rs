@@ -165,7 +165,7 @@ fn as_stored(e: &ExposureEvent) -> exposure_event::Model {
 }
 
 fn base_time() -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp(1_735_689_600, 0).unwrap_or_default()
+    DateTime::<Utc>::from_timestamp(1_735_689_600, 0).expect("a valid instant")
 }
 
 fn text(pool: &'static [&'static str]) -> impl Strategy<Value = Option<String>> {

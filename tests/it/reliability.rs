@@ -85,7 +85,7 @@ async fn sigkill_at_random_moments_never_leaves_a_partial_file() -> TestResult {
         let mut child = Command::new(BIN)
             .args([
                 "--db",
-                db_path.to_str().unwrap_or_default(),
+                db_path.to_str().expect("temporary paths are UTF-8"),
                 "ingest",
                 "--chunk-size",
                 "500",
@@ -118,7 +118,7 @@ async fn sigkill_at_random_moments_never_leaves_a_partial_file() -> TestResult {
                 .filter(exposure_event::Column::EventId.is_in(ids.iter().map(String::as_str)))
                 .count(&db)
                 .await?;
-            let name = file.to_str().unwrap_or_default();
+            let name = file.to_str().expect("temporary paths are UTF-8");
             assert!(
                 present == 0 || present == ids.len() as u64,
                 "iteration {iteration}: {name} is partially present ({present} of {})",
@@ -141,7 +141,11 @@ async fn sigkill_at_random_moments_never_leaves_a_partial_file() -> TestResult {
 
     // Finishing the job gives what one clean run gives.
     let finish = Command::new(BIN)
-        .args(["--db", db_path.to_str().unwrap_or_default(), "ingest"])
+        .args([
+            "--db",
+            db_path.to_str().expect("temporary paths are UTF-8"),
+            "ingest",
+        ])
         .arg(&input_dir)
         .output()?;
     assert!(
@@ -151,7 +155,11 @@ async fn sigkill_at_random_moments_never_leaves_a_partial_file() -> TestResult {
     );
     let clean_path = dir.path().join("clean.duckdb");
     let clean = Command::new(BIN)
-        .args(["--db", clean_path.to_str().unwrap_or_default(), "ingest"])
+        .args([
+            "--db",
+            clean_path.to_str().expect("temporary paths are UTF-8"),
+            "ingest",
+        ])
         .arg(&input_dir)
         .output()?;
     assert!(clean.status.success());
@@ -245,13 +253,17 @@ async fn a_second_process_is_refused_with_a_clear_message() -> TestResult {
     std::fs::write(&file, "")?;
     let started = std::time::Instant::now();
     let out = Command::new(BIN)
-        .args(["--db", t.path.to_str().unwrap_or_default(), "ingest"])
+        .args([
+            "--db",
+            t.path.to_str().expect("temporary paths are UTF-8"),
+            "ingest",
+        ])
         .arg(&file)
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains(t.path.to_str().unwrap_or_default()),
+        stderr.contains(t.path.to_str().expect("temporary paths are UTF-8")),
         "{stderr}"
     );
     assert!(stderr.contains("locked by another process"), "{stderr}");

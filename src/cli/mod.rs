@@ -10,161 +10,34 @@
 //! a DuckDB file read-only and never migrate: they need read permission
 //! only, run beside other readers, and say so when the schema is not
 //! current. The other commands migrate the schema first.
+//!
+//! - `args.rs`: the arguments, and the configuration they make with the
+//!   environment;
+//! - `render.rs`: what the commands print;
+//! - `output.rs`: standard output that a departed reader cannot fail;
+//! - here: dispatch, and each command's work.
 
+mod args;
 mod output;
+mod render;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
+use self::args::Access;
+pub use self::args::{Cli, Command, ExposuresArgs, IngestArgs};
 use self::output::{Delivery, Output, warn};
-use crate::config::{Config, redact_url};
-use crate::entity::{Severity, Status};
+use crate::config::redact_url;
 use crate::generate::{GenerateOptions, generate};
 use crate::ingest::{self, FileOutcome, FileReport, Limits};
-use crate::migration::commands::{MigrateCommand, render};
-use crate::repository::{
-    DEFAULT_CHUNK_SIZE, Difference, DifferenceKind, ExposureFilter, ExposureRepository,
-    IngestStats, Page,
-};
+use crate::migration::commands::render as render_migrations;
+use crate::repository::{ExposureFilter, ExposureRepository, IngestStats, Page};
 use crate::{Database, Error};
-
-/// exposure-store: ingest security exposure events and query their state.
-#[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
-pub struct Cli {
-    /// DuckDB database file, created with its directory if missing [env:
-    /// DB_PATH; default: /app/data/exposures.duckdb].
-    #[arg(long, global = true)]
-    pub db: Option<PathBuf>,
-    /// PostgreSQL server to use instead of the DuckDB file:
-    /// postgres://user:password@host:port/database [env: DATABASE_URL].
-    #[arg(long, global = true)]
-    pub database_url: Option<String>,
-    /// DuckDB's memory limit, e.g. 512MB (default: DuckDB's, 80% of RAM). A
-    /// file too large to ingest within it is quarantined, not half-written
-    /// [env: DUCKDB_MEMORY_LIMIT].
-    #[arg(long, global = true)]
-    pub memory_limit: Option<String>,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The commands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Ingest NDJSON files (and the *.ndjson / *.jsonl files of directories).
-    Ingest(IngestArgs),
-    /// Run a schema migration verb.
-    Migrate {
-        /// The verb.
-        #[command(subcommand)]
-        command: MigrateCommand,
-    },
-    /// Create or upgrade the schema (idempotent).
-    Init,
-    /// List current exposures, newest first.
-    Exposures(ExposuresArgs),
-    /// Count current exposures by office, severity and status.
-    Summary {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List quarantined files and why they failed.
-    Quarantine {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Read every table and check the current state against the audit log
-    /// (exit 1 when anything differs).
-    Verify {
-        /// Print the whole report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace what differs in the current state with the state computed
-    /// from the audit log, in one transaction.
-    Rebuild {
-        /// Print what changed as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write deterministic synthetic events as NDJSON to stdout.
-    Generate {
-        /// Number of events.
-        #[arg(long)]
-        events: u64,
-        /// Number of distinct exposures (keys).
-        #[arg(long, default_value_t = 1_000)]
-        exposures: u64,
-        /// Number of offices.
-        #[arg(long, default_value_t = 20)]
-        offices: u64,
-        /// Random seed.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
-}
-
-/// Arguments of `ingest`.
-#[derive(Debug, Args)]
-pub struct IngestArgs {
-    /// Files and directories to ingest.
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
-    /// Events staged and upserted per chunk.
-    #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    pub chunk_size: u64,
-    /// Longest accepted line in bytes (its content: the line end and a
-    /// leading byte order mark do not count); a longer line quarantines its
-    /// file.
-    #[arg(long, default_value_t = ingest::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(2..))]
-    pub max_line_bytes: u64,
-    /// Print one JSON summary on stdout instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Arguments of `exposures`.
-#[derive(Debug, Args)]
-pub struct ExposuresArgs {
-    /// Only this office.
-    #[arg(long)]
-    pub office: Option<String>,
-    /// Only this status (open, closed, mitigated, accepted).
-    #[arg(long)]
-    pub status: Option<Status>,
-    /// Only this severity (info, low, medium, high, critical).
-    #[arg(long)]
-    pub severity: Option<Severity>,
-    /// Only this exposure class.
-    #[arg(long)]
-    pub class: Option<String>,
-    /// Only exposures last seen at or after this RFC 3339 instant.
-    #[arg(long, value_parser = parse_instant)]
-    pub since: Option<DateTime<Utc>>,
-    /// At most this many rows.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(..=i64::MAX.unsigned_abs()))]
-    pub limit: u64,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("expected an RFC 3339 timestamp such as 2025-01-05T16:00:00Z: {e}"))
-}
 
 /// A failure that ends the command, with its exit status.
 struct Fatal {
@@ -205,35 +78,6 @@ impl From<serde_json::Error> for Fatal {
             code: 2,
             message: e.to_string(),
         }
-    }
-}
-
-/// How a command uses the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Opened as it is (`migrate` is the migration).
-    Migrate,
-    /// Opened and migrated: the commands that write.
-    Write,
-    /// Opened read-only (a DuckDB file), the schema checked, never changed.
-    Read,
-}
-
-impl Cli {
-    /// The configuration: these flags, then the environment ([`Config::from_env`]).
-    fn config(&self, access: Access) -> Config {
-        let mut config = Config::from_env();
-        if let Some(url) = self.database_url.clone().filter(|u| !u.is_empty()) {
-            config.database_url = Some(url);
-        }
-        if let Some(db) = &self.db {
-            config.db_path.clone_from(db);
-        }
-        if let Some(limit) = self.memory_limit.clone().filter(|m| !m.is_empty()) {
-            config.duckdb.memory_limit = Some(limit);
-        }
-        config.duckdb.read_only = access == Access::Read;
-        config
     }
 }
 
@@ -288,7 +132,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         }
         Command::Migrate { command } => {
             let states = open(Access::Migrate).await?.migrate(*command).await?;
-            write!(out, "{}", render(&states))?;
+            write!(out, "{}", render_migrations(&states))?;
             0
         }
         Command::Init => {
@@ -388,7 +232,7 @@ async fn ingest_command(
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
         .collect();
-    let bar = progress_bar(sizes.iter().sum());
+    let bar = render::progress_bar(sizes.iter().sum());
     let mut reports = Vec::with_capacity(files.len());
     let mut done_bytes = 0;
     let mut stopped = None;
@@ -414,7 +258,7 @@ async fn ingest_command(
             bar.set_position(done_bytes);
         }
         if !args.json {
-            let line = describe(&report);
+            let line = render::file_line(&report);
             match &bar {
                 Some(bar) => bar.suspend(|| writeln!(out, "{line}")),
                 None => writeln!(out, "{line}"),
@@ -451,7 +295,7 @@ async fn ingest_command(
         peak_rss_bytes: peak_rss_bytes(),
     };
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+        render::json(&mut out, &summary)?;
     } else {
         writeln!(
             out,
@@ -506,38 +350,18 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn describe(report: &FileReport) -> String {
-    match &report.outcome {
-        FileOutcome::Ingested { stats } => format!(
-            "ingested     {}: {} events ({} inserted, {} skipped); exposures: {} inserted, {} updated",
-            report.path.display(),
-            report.events_read,
-            stats.events_inserted,
-            stats.events_skipped,
-            stats.exposures_inserted,
-            stats.exposures_updated,
-        ),
-        FileOutcome::Quarantined { rejection } => format!(
-            "quarantined  {}: {}: {}",
-            report.path.display(),
-            rejection.error_type.as_str(),
-            rejection.message
-        ),
+/// Prints `value` as JSON, or as `text` renders it.
+fn show<W: Write>(
+    out: &mut W,
+    as_json: bool,
+    value: &impl Serialize,
+    text: impl FnOnce(&mut W) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if as_json {
+        render::json(out, value)
+    } else {
+        text(out)
     }
-}
-
-/// A progress bar over `total` bytes, only when stderr is a terminal.
-fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    Some(bar)
 }
 
 async fn exposures_command(
@@ -553,46 +377,14 @@ async fn exposures_command(
         last_seen_from: args.since,
         last_seen_to: None,
     };
+    let page = Page {
+        offset: 0,
+        limit: args.limit,
+    };
     let rows = ExposureRepository::default()
-        .current_exposures(
-            db,
-            &filter,
-            Page {
-                offset: 0,
-                limit: args.limit,
-            },
-        )
+        .current_exposures(db, &filter, page)
         .await?;
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(0);
-    }
-    writeln!(
-        out,
-        "{:<24}  {:<12}  {:<18}  {:<20}  {:<9}  {:<8}  {:>5}  {:<28}  SERVICE",
-        "LAST SEEN", "OFFICE", "EXPOSURE", "CLASS", "STATUS", "SEVERITY", "RISK", "HOST"
-    )?;
-    for r in &rows {
-        let service = match (&r.service_name, r.dst_port, &r.protocol) {
-            (Some(name), Some(port), Some(proto)) => format!("{name} {port}/{proto}"),
-            (Some(name), _, _) => name.clone(),
-            (None, Some(port), _) => port.to_string(),
-            _ => String::new(),
-        };
-        writeln!(
-            out,
-            "{:<24}  {:<12}  {:<18}  {:<20}  {:<9}  {:<8}  {:>5.1}  {:<28}  {service}",
-            r.last_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            r.office_id,
-            r.exposure_id,
-            r.exposure_class,
-            r.status.as_str(),
-            r.severity.as_str(),
-            r.risk_score,
-            r.hostname.as_deref().unwrap_or("-"),
-        )?;
-    }
-    writeln!(out, "({} shown)", rows.len())?;
+    show(out, args.json, &rows, |out| render::exposures(out, &rows))?;
     Ok(0)
 }
 
@@ -600,31 +392,12 @@ async fn summary_command(db: &Database, as_json: bool, out: &mut impl Write) -> 
     let repo = ExposureRepository::default();
     let counts = repo.exposure_counts(db).await?;
     let totals = repo.totals(db).await?;
-    if as_json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json!({ "counts": counts, "totals": totals }))?
-        )?;
-        return Ok(0);
-    }
-    writeln!(
+    show(
         out,
-        "events: {}   current exposures: {}   quarantined files: {}",
-        totals.events, totals.exposures, totals.quarantined_files
+        as_json,
+        &json!({ "counts": counts, "totals": totals }),
+        |out| render::summary(out, &counts, &totals),
     )?;
-    writeln!(out, "\nby severity:")?;
-    for (severity, n) in &counts.by_severity {
-        writeln!(out, "  {:<10} {n:>10}", severity.as_str())?;
-    }
-    writeln!(out, "\nby status:")?;
-    for (status, n) in &counts.by_status {
-        writeln!(out, "  {:<10} {n:>10}", status.as_str())?;
-    }
-    writeln!(out, "\nby office:")?;
-    for (office, n) in &counts.by_office {
-        writeln!(out, "  {office:<10} {n:>10}")?;
-    }
     Ok(0)
 }
 
@@ -634,126 +407,22 @@ async fn quarantine_command(
     out: &mut impl Write,
 ) -> Result<u8, Fatal> {
     let rows = ExposureRepository::default().quarantined_files(db).await?;
-    if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(0);
-    }
-    if rows.is_empty() {
-        writeln!(out, "no quarantined files")?;
-    }
-    for q in &rows {
-        writeln!(
-            out,
-            "#{}  {}  {}  {}: {}",
-            q.id,
-            q.quarantined_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            q.filename,
-            q.error_type,
-            q.error_message
-        )?;
-    }
+    show(out, as_json, &rows, |out| render::quarantine(out, &rows))?;
     Ok(0)
-}
-
-/// At most this many differences are listed as text (all of them with
-/// `--json`).
-const DIFFERENCES_SHOWN: usize = 20;
-
-fn write_differences(out: &mut impl Write, differences: &[Difference]) -> std::io::Result<()> {
-    for d in differences.iter().take(DIFFERENCES_SHOWN) {
-        write!(
-            out,
-            "  {} {}/{}",
-            d.kind.as_str(),
-            d.office_id,
-            d.exposure_id
-        )?;
-        if d.columns.is_empty() {
-            writeln!(out)?;
-        } else {
-            writeln!(out, ": {}", d.columns.join(", "))?;
-        }
-    }
-    if differences.len() > DIFFERENCES_SHOWN {
-        writeln!(
-            out,
-            "  ... and {} more (--json lists all)",
-            differences.len() - DIFFERENCES_SHOWN
-        )?;
-    }
-    Ok(())
 }
 
 async fn verify_command(db: &Database, as_json: bool, out: &mut impl Write) -> Result<u8, Fatal> {
     let report = db
         .transaction(async |s| ExposureRepository::default().verify(s).await)
         .await?;
-    let code = if report.is_clean() { 0 } else { 1 };
-    if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-        return Ok(code);
-    }
-    let read = format!(
-        "{} events, {} current exposures, {} quarantined files read",
-        report.events, report.exposures, report.quarantined_files
-    );
-    if report.is_clean() {
-        writeln!(
-            out,
-            "ok: {read}; ids and keys unique; the current state is the log's"
-        )?;
-        return Ok(code);
-    }
-    writeln!(out, "verify found problems ({read}):")?;
-    if !report.duplicate_event_ids.is_empty() {
-        writeln!(
-            out,
-            "event ids stored more than once: {}",
-            report.duplicate_event_ids.join(", ")
-        )?;
-    }
-    if !report.duplicate_keys.is_empty() {
-        let keys: Vec<String> = report
-            .duplicate_keys
-            .iter()
-            .map(|(o, x)| format!("{o}/{x}"))
-            .collect();
-        writeln!(
-            out,
-            "current keys stored more than once: {}",
-            keys.join(", ")
-        )?;
-    }
-    if !report.differences.is_empty() {
-        writeln!(
-            out,
-            "{} key(s) differ from the state the audit log gives (exposure-store rebuild replaces them):",
-            report.differences.len()
-        )?;
-        write_differences(out, &report.differences)?;
-    }
-    Ok(code)
+    show(out, as_json, &report, |out| render::verify(out, &report))?;
+    Ok(if report.is_clean() { 0 } else { 1 })
 }
 
 async fn rebuild_command(db: &Database, as_json: bool, out: &mut impl Write) -> Result<u8, Fatal> {
     let report = db
         .write_transaction(async |s| ExposureRepository::default().rebuild(s).await)
         .await?;
-    if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-        return Ok(0);
-    }
-    if report.changed.is_empty() {
-        writeln!(out, "nothing to change: the current state is the log's")?;
-        return Ok(0);
-    }
-    writeln!(
-        out,
-        "rebuilt: {} key(s) updated, {} inserted, {} removed",
-        report.count(DifferenceKind::Differs),
-        report.count(DifferenceKind::Missing),
-        report.count(DifferenceKind::Unexpected),
-    )?;
-    write_differences(out, &report.changed)?;
+    show(out, as_json, &report, |out| render::rebuild(out, &report))?;
     Ok(0)
 }

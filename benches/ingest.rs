@@ -37,9 +37,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use exposure_store::generate::{GenerateOptions, generate};
-use exposure_store::repository::{ExposureFilter, Page};
 use exposure_store::{Database, ExposureRepository};
+use exposure_store::{ExposureFilter, Page};
+use exposure_store::{GenerateOptions, generate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_exposure-store");
 
@@ -117,10 +117,7 @@ fn main() -> Result<()> {
         seed: 1,
     };
     let memory_limit = std::env::var("BENCH_MEMORY_LIMIT").unwrap_or_default();
-    let chunk_size: usize = env_or(
-        "BENCH_CHUNK_SIZE",
-        exposure_store::repository::DEFAULT_CHUNK_SIZE,
-    );
+    let chunk_size: usize = env_or("BENCH_CHUNK_SIZE", exposure_store::DEFAULT_CHUNK_SIZE);
     let files: u64 = env_or("BENCH_FILES", 3).max(2);
     let dir = tempfile::tempdir()?;
     // The n-th file of the run (seed n): same exposures, new events.
@@ -661,7 +658,7 @@ fn plain_sql(db: &Path, file: &Path, memory_limit: &str) -> Result<()> {
     conn.execute_batch(&plain_sql_script())?;
     conn.execute_batch("COMMIT")?;
     drop(conn);
-    println!("{}", exposure_store::cli::peak_rss_bytes().unwrap_or(0));
+    println!("{}", exposure_store::peak_rss_bytes().unwrap_or(0));
     Ok(())
 }
 

@@ -30,20 +30,41 @@
 //! # }
 //! ```
 
-pub mod cli;
-pub mod config;
+mod config;
 mod db;
 mod error;
 mod event;
-pub mod generate;
-pub mod ingest;
-pub mod repository;
+mod generate;
+mod ingest;
+mod repository;
 
-pub use config::Config;
+// The public API, one path per item (the modules are private).
+pub use config::{Config, duckdb_options, redact_url};
 pub use db::{Database, Engine, MAX_ATTEMPTS, Session, WriteTurn, retry_conflicts};
 pub use error::{Error, Result, Retryable};
 pub use event::{ExposureEvent, InvalidField, MAX_ID_BYTES, RawJson};
-pub use repository::{ExposureRepository, IngestStats, ingest_events};
+pub use generate::{GenerateOptions, generate};
+pub use ingest::{
+    DEFAULT_MAX_LINE_BYTES, ErrorType, FileOutcome, FileReport, Limits, NdjsonReader, Progress,
+    Rejection, ingest_file,
+};
+pub use repository::{
+    Appended, DEFAULT_CHUNK_SIZE, Difference, DifferenceKind, ExposureCounts, ExposureFilter,
+    ExposureRepository, IngestStats, Ingestion, InsertedEvents, Page, QuarantineRecord,
+    RebuildReport, Totals, UpsertedExposures, VerifyReport, event_key, ingest_events,
+};
+
+/// This process's peak resident set size, from `/proc/self/status`
+/// (`VmHWM`; `None` elsewhere than Linux). The CLI reports it; the
+/// benchmark reads it.
+#[doc(hidden)]
+#[must_use]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 /// The DuckDB connection adapter (re-exported from the `duckdb-adapter` crate).
 pub use duckdb_adapter;

@@ -1,10 +1,13 @@
-//! The `exposure-store` binary; the command line lives in
-//! [`exposure_store::cli`].
+//! The `exposure-store` binary: the command line (`cli/`) over the
+//! `exposure_store` library.
+
+mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use exposure_store::cli::{Cli, run};
+
+use crate::cli::{Cli, run};
 
 /// mimalloc rather than glibc's malloc: an ingest allocates and frees a
 /// dozen small strings per event, on two threads (README, *Performance*).

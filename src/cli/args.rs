@@ -6,11 +6,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
-use crate::entity::{Severity, Status};
-use crate::ingest;
-use crate::migration::commands::MigrateCommand;
-use crate::repository::DEFAULT_CHUNK_SIZE;
+use exposure_store::entity::{Severity, Status};
+use exposure_store::migration::commands::MigrateCommand;
+use exposure_store::{Config, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_LINE_BYTES};
 
 /// exposure-store: ingest security exposure events and query their state.
 #[derive(Debug, Parser)]
@@ -104,7 +102,7 @@ pub struct IngestArgs {
     /// Longest accepted line in bytes (its content: the line end and a
     /// leading byte order mark do not count); a longer line quarantines its
     /// file.
-    #[arg(long, default_value_t = ingest::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(2..))]
     pub max_line_bytes: u64,
     /// Print one JSON summary on stdout instead of text.
     #[arg(long)]

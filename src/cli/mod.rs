@@ -32,12 +32,11 @@ use serde_json::json;
 use self::args::Access;
 pub use self::args::{Cli, Command, ExposuresArgs, IngestArgs};
 use self::output::{Delivery, Output, warn};
-use crate::config::redact_url;
-use crate::generate::{GenerateOptions, generate};
-use crate::ingest::{self, FileOutcome, FileReport, Limits};
-use crate::migration::commands::render as render_migrations;
-use crate::repository::{ExposureFilter, ExposureRepository, IngestStats, Page};
-use crate::{Database, Error};
+use exposure_store::migration::commands::render as render_migrations;
+use exposure_store::{
+    Database, Error, ExposureFilter, ExposureRepository, FileOutcome, FileReport, GenerateOptions,
+    IngestStats, Limits, Page, Progress, generate, ingest_file, peak_rss_bytes, redact_url,
+};
 
 /// A failure that ends the command, with its exit status.
 struct Fatal {
@@ -237,14 +236,14 @@ async fn ingest_command(
     let mut done_bytes = 0;
     let mut stopped = None;
     for (index, (file, size)) in files.iter().zip(&sizes).enumerate() {
-        let progress: Option<ingest::Progress> = bar.clone().map(|bar| {
+        let progress: Option<Progress> = bar.clone().map(|bar| {
             let base = done_bytes;
-            Arc::new(move |bytes: u64| bar.set_position(base + bytes)) as ingest::Progress
+            Arc::new(move |bytes: u64| bar.set_position(base + bytes)) as Progress
         });
         if let Some(bar) = &bar {
             bar.set_message(file.display().to_string());
         }
-        let report = match ingest::ingest_file(db, repo, file, limits, progress).await {
+        let report = match ingest_file(db, repo, file, limits, progress).await {
             Ok(report) => report,
             Err(e) => {
                 // The database cannot take more: stop, and say which files
@@ -339,15 +338,6 @@ async fn ingest_command(
         });
     }
     Ok(if quarantined == 0 { 0 } else { 1 })
-}
-
-/// This process's peak resident set size, from `/proc/self/status` (`VmHWM`).
-#[must_use]
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Prints `value` as JSON, or as `text` renders it.

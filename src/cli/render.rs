@@ -5,10 +5,10 @@ use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
-use crate::entity::{exposure_current, quarantined_file};
-use crate::ingest::{FileOutcome, FileReport};
-use crate::repository::{
-    Difference, DifferenceKind, ExposureCounts, RebuildReport, Totals, VerifyReport,
+use exposure_store::entity::{exposure_current, quarantined_file};
+use exposure_store::{
+    Difference, DifferenceKind, ExposureCounts, FileOutcome, FileReport, RebuildReport, Totals,
+    VerifyReport,
 };
 
 /// `value` as pretty JSON and a newline.

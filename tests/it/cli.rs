@@ -471,7 +471,7 @@ fn migrate_verbs_and_init_through_the_cli(
 async fn unreadable_files_are_quarantined_as_io_errors(
     #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
 ) -> TestResult {
-    use exposure_store::ingest::{FileOutcome, Limits, ingest_file};
+    use exposure_store::{FileOutcome, Limits, ingest_file};
     let t = crate::helpers::TestDb::new(backend).await?;
     let repo = exposure_store::ExposureRepository::default();
     let gone = t.dir.path().join("gone.ndjson");

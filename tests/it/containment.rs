@@ -392,16 +392,16 @@ async fn an_unclean_shutdown_is_recovered_before_the_first_write() -> TestResult
 }
 
 async fn ingest_in_process(db: &Database, file: &Path) -> TestResult<u64> {
-    let report = exposure_store::ingest::ingest_file(
+    let report = exposure_store::ingest_file(
         db,
         ExposureRepository::default(),
         file,
-        exposure_store::ingest::Limits::default(),
+        exposure_store::Limits::default(),
         None,
     )
     .await?;
     match report.outcome {
-        exposure_store::ingest::FileOutcome::Ingested { stats } => Ok(stats.events_inserted),
+        exposure_store::FileOutcome::Ingested { stats } => Ok(stats.events_inserted),
         other => Err(format!("not ingested: {other:?}").into()),
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Long run: `FUZZ_CASES=200000 cargo test --release --test it fuzz`.
 
-use exposure_store::ingest::{Limits, NdjsonReader};
+use exposure_store::{Limits, NdjsonReader};
 use proptest::prelude::*;
 
 const VALID: &str = concat!(

@@ -193,13 +193,13 @@ pub fn generated_file(
     offices: u64,
     seed: u64,
 ) -> TestResult<PathBuf> {
-    let options = exposure_store::generate::GenerateOptions {
+    let options = exposure_store::GenerateOptions {
         events,
         exposures,
         offices,
         seed,
     };
-    exposure_store::generate::generate(options, std::fs::File::create(path)?)?;
+    exposure_store::generate(options, std::fs::File::create(path)?)?;
     Ok(path.to_path_buf())
 }
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
-use exposure_store::generate::{GenerateOptions, generate};
-use exposure_store::ingest::{Limits, NdjsonReader};
 use exposure_store::{
     Database, ExposureEvent, ExposureRepository, MAX_ID_BYTES, RawJson, retry_conflicts,
 };
+use exposure_store::{GenerateOptions, generate};
+use exposure_store::{Limits, NdjsonReader};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
 use rstest::rstest;

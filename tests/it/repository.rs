@@ -2,8 +2,8 @@
 
 use exposure_store::entity::prelude::*;
 use exposure_store::entity::{exposure_current, exposure_event};
-use exposure_store::repository::{ExposureFilter, Page, QuarantineRecord};
 use exposure_store::{Error, ExposureEvent, ExposureRepository, IngestStats};
+use exposure_store::{ExposureFilter, Page, QuarantineRecord};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 
 use rstest::rstest;

@@ -5,8 +5,8 @@
 use exposure_store::entity::prelude::*;
 use exposure_store::entity::{Status, exposure_current, exposure_event};
 use exposure_store::migration::commands::MigrateCommand;
-use exposure_store::repository::{DifferenceKind, VerifyReport};
 use exposure_store::{Database, ExposureEvent, ExposureRepository};
+use exposure_store::{DifferenceKind, VerifyReport};
 use rstest::rstest;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};

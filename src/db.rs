@@ -259,29 +259,26 @@ impl Database {
                     .map_err(Error::from)
             })
             .await?;
+        if status.is_current() {
+            return Ok(());
+        }
         if !status.unknown.is_empty() {
             return Err(Error::SchemaNotCurrent(format!(
                 "it was written by a newer exposure-store (unknown migrations: {})",
                 status.unknown.join(", ")
             )));
         }
-        if !status.pending.is_empty() {
-            let migrations = migration::Migrator::migrations().len();
-            return Err(Error::SchemaNotCurrent(
-                if status.pending.len() == migrations {
-                    "it has no exposure-store schema yet (`exposure-store init` creates it)"
-                        .to_owned()
-                } else {
-                    format!(
-                        "{} migration(s) are pending: {} (`exposure-store init`, with write \
-                     access, applies them)",
-                        status.pending.len(),
-                        status.pending.join(", ")
-                    )
-                },
-            ));
-        }
-        Ok(())
+        let reason = if status.pending.len() == migration::Migrator::migrations().len() {
+            "it has no exposure-store schema yet (`exposure-store init` creates it)".to_owned()
+        } else {
+            format!(
+                "{} migration(s) are pending: {} (`exposure-store init`, with write access, \
+                 applies them)",
+                status.pending.len(),
+                status.pending.join(", ")
+            )
+        };
+        Err(Error::SchemaNotCurrent(reason))
     }
 
     /// Runs a migration verb and returns the state of every migration after

@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::json;
-use tracing::Instrument;
 
 pub use self::reader::{DEFAULT_MAX_LINE_BYTES, Limits, NdjsonReader};
 pub use self::rejection::{ErrorType, Rejection};
@@ -179,41 +178,11 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// When the quarantine itself cannot be written, or the database became
 /// unusable ([`Error::Unavailable`]: a failed instance could not be
 /// reopened); every problem of the file is a [`FileOutcome::Quarantined`].
+//
+// Every log line of the file's work (chunks, commit, check, retry,
+// recovery) carries its path; `events` is filled in when it is known.
+#[tracing::instrument(name = "file", skip_all, fields(path = %path.display(), events))]
 pub async fn ingest_file(
-    db: &Database,
-    repo: ExposureRepository,
-    path: &Path,
-    limits: Limits,
-    progress: Option<Progress>,
-) -> Result<FileReport, Error> {
-    // Every log line of the file's work (chunks, commit, check, retry,
-    // recovery) carries its path; `events` is filled in when it is known.
-    let span = tracing::info_span!(
-        "file",
-        path = %path.display(),
-        events = tracing::field::Empty
-    );
-    let report = ingest_file_in_span(db, repo, path, limits, progress)
-        .instrument(span.clone())
-        .await;
-    if let Ok(report) = &report {
-        span.record("events", report.events_read);
-        span.in_scope(|| match &report.outcome {
-            FileOutcome::Ingested { stats } => tracing::info!(
-                inserted = stats.events_inserted,
-                skipped = stats.events_skipped,
-                "file ingested"
-            ),
-            FileOutcome::Quarantined { rejection } => tracing::info!(
-                error_type = rejection.error_type.as_str(),
-                "file quarantined"
-            ),
-        });
-    }
-    report
-}
-
-async fn ingest_file_in_span(
     db: &Database,
     repo: ExposureRepository,
     path: &Path,
@@ -238,11 +207,11 @@ async fn ingest_file_in_span(
     }
     let rejection = match attempt {
         Ok(stats) => {
-            return Ok(FileReport {
+            return Ok(reported(FileReport {
                 path: path.to_path_buf(),
                 events_read,
                 outcome: FileOutcome::Ingested { stats },
-            });
+            }));
         }
         Err(Stop::Rejected(rejection)) => rejection,
         Err(Stop::Database(e @ Error::Unavailable(_))) => return Err(e),
@@ -264,11 +233,29 @@ async fn ingest_file_in_span(
         error_details_json: Some(details),
     };
     repo.quarantine_file(db, record).await?;
-    Ok(FileReport {
+    Ok(reported(FileReport {
         path: path.to_path_buf(),
         events_read,
         outcome: FileOutcome::Quarantined { rejection },
-    })
+    }))
+}
+
+/// `report`, its event count recorded on the file's span and its outcome
+/// logged (`info`).
+fn reported(report: FileReport) -> FileReport {
+    tracing::Span::current().record("events", report.events_read);
+    match &report.outcome {
+        FileOutcome::Ingested { stats } => tracing::info!(
+            inserted = stats.events_inserted,
+            skipped = stats.events_skipped,
+            "file ingested"
+        ),
+        FileOutcome::Quarantined { rejection } => tracing::info!(
+            error_type = rejection.error_type.as_str(),
+            "file quarantined"
+        ),
+    }
+    report
 }
 
 /// The first line of an error message (DuckDB appends paragraphs of

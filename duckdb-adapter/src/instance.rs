@@ -154,7 +154,13 @@ impl InstanceOptions {
             // a transaction were seen to read corrupted segments under
             // parallel execution (see the README's *Reliability* section).
             // One whole block per segment is DuckDB 1.x's layout.
-            .with("initial_column_segment_size", SEGMENT_SIZE)?;
+            .with("initial_column_segment_size", SEGMENT_SIZE)?
+            // A bulk append compresses and writes each row group (122,880
+            // rows) as soon as it is full, instead of five at a time: a
+            // million-event ingest then compresses while the file is still
+            // being read, not in its COMMIT (1.4 s there instead of 2.8 s),
+            // and holds fewer uncompressed rows in memory.
+            .with("write_buffer_row_group_count", "1")?;
         if let Some(limit) = &self.memory_limit {
             config = config.max_memory(limit)?;
         }

@@ -622,6 +622,10 @@ impl Ingestion<'_> {
         let folder = std::mem::take(&mut self.folder);
         let mut from_log = None;
         if let Some(log) = &mut self.log {
+            // What follows is set-based SQL, which DuckDB runs in parallel.
+            if let Some(duckdb) = self.session.duckdb() {
+                duckdb.restore_threads().await?;
+            }
             let repeats = log.stored_before(self.session).await?;
             if !repeats.is_empty() {
                 log.remove(self.session, &repeats).await?;
@@ -712,9 +716,14 @@ async fn append_to_log(session: &Session, new: Arc<NewEvents>) -> Result<()> {
 async fn start_appending(session: &Session) -> Result<Option<LogAppend>> {
     session.take_write_turn().await;
     create_staging(session).await?;
-    match session.engine() {
-        Engine::DuckDb => Ok(Some(LogAppend::start(session).await?)),
-        Engine::Postgres => Ok(None),
+    match session.duckdb() {
+        Some(duckdb) => {
+            // One DuckDB thread while appending, the instance's count again
+            // from `finish` on (see `DuckDbConnection::limit_threads`).
+            duckdb.limit_threads(1).await?;
+            Ok(Some(LogAppend::start(session).await?))
+        }
+        None => Ok(None),
     }
 }
 

@@ -161,7 +161,12 @@ impl LogAppend {
         if let Some(duckdb) = session.duckdb() {
             duckdb
                 .with_raw(move |conn| {
-                    super::stage::append_ids(conn, "stage_ids", ids.iter().map(String::as_str))
+                    super::stage::append_ids(
+                        conn,
+                        "stage_ids",
+                        ids.len(),
+                        ids.iter().map(String::as_str),
+                    )
                 })
                 .await?;
         }

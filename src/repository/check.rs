@@ -96,7 +96,7 @@ pub(crate) async fn check_appended(db: &Database, appended: Appended) -> Result<
     // The ids move to the blocking task: no copy of a list that holds a
     // whole file's ids.
     let ids = appended.ids;
-    conn.with_raw(move |raw| super::stage::append_ids(raw, "check_ids", ids.iter()))
+    conn.with_raw(move |raw| super::stage::append_ids(raw, "check_ids", ids.len(), ids.iter()))
         .await?;
     let row = ConnectionTrait::query_one(&conn, &statements::count_appended(first_rowid))
         .await?

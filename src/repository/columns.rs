@@ -105,6 +105,27 @@ pub(crate) fn events(
     ])
 }
 
+/// One `event_id` text column (the temporary id tables).
+///
+/// # Errors
+/// None in practice.
+pub(crate) fn ids<'a>(
+    rows: usize,
+    ids: impl Iterator<Item = &'a str>,
+) -> duckdb_adapter::Result<RecordBatch> {
+    batch(vec![("event_id", text(rows, ids.map(Some)))])
+}
+
+/// One `event_key` column (`stage_keys`).
+///
+/// # Errors
+/// None in practice.
+pub(crate) fn keys(keys: &[u64]) -> duckdb_adapter::Result<RecordBatch> {
+    let mut column = UInt64Builder::with_capacity(keys.len());
+    column.append_slice(keys);
+    batch(vec![("event_key", Arc::new(column.finish()))])
+}
+
 /// A detail's value, seen-at and event-id columns.
 fn detail<T: 'static>(
     folded: &[Folded],

@@ -149,30 +149,31 @@ pub(crate) fn postgres_batches<const N: usize>(
     })
 }
 
-/// Appends `ids` to the one-column temporary table `table` on `conn`.
+/// Appends `ids` (`rows` of them) to the one-column temporary table
+/// `table` on `conn`, as one record batch.
 ///
 /// # Errors
 /// DuckDB's error.
 pub(crate) fn append_ids<'a>(
     conn: &duckdb::Connection,
     table: &str,
+    rows: usize,
     ids: impl Iterator<Item = &'a str>,
 ) -> duckdb_adapter::Result<()> {
+    let batch = super::columns::ids(rows, ids)?;
     let mut appender = conn.appender_to_catalog_and_db(table, TEMP_CATALOG, TEMP_SCHEMA)?;
-    for id in ids {
-        appender.append_row([id])?;
-    }
+    appender.append_record_batch(batch)?;
     Ok(appender.flush()?)
 }
 
-/// Appends `keys` to the temporary table `stage_keys` on `conn`.
+/// Appends `keys` to the temporary table `stage_keys` on `conn`, as one
+/// record batch.
 ///
 /// # Errors
 /// DuckDB's error.
 pub(crate) fn append_keys(conn: &duckdb::Connection, keys: &[u64]) -> duckdb_adapter::Result<()> {
+    let batch = super::columns::keys(keys)?;
     let mut appender = conn.appender_to_catalog_and_db("stage_keys", TEMP_CATALOG, TEMP_SCHEMA)?;
-    for key in keys {
-        appender.append_row([key])?;
-    }
+    appender.append_record_batch(batch)?;
     Ok(appender.flush()?)
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use migration::commands::{self, DEFAULT_DB_PATH, MigrateCommand};
+use infra::DEFAULT_DB_PATH;
+use migration::commands::{self, MigrateCommand};
 use sea_orm_migration::sea_orm::DbErr;
 
 #[derive(Debug, Parser)]
@@ -27,7 +28,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    migration::init_logging();
+    infra::init_logging();
     let args = Args::parse();
     let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
     // A variable set but empty counts as unset.

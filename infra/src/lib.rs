@@ -5,12 +5,13 @@
 //! - which database ([`Config`], from the environment; [`Engine`]; the
 //!   default DuckDB file [`DEFAULT_DB_PATH`]);
 //! - how a PostgreSQL server is reached ([`connect_postgres`]);
-//! - what both command lines set up: logging ([`init_logging`]).
+//! - what both command lines set up and share: logging ([`init_logging`])
+//!   and the database flags ([`DatabaseArgs`]).
 
 mod cli;
 mod config;
 mod postgres;
 
-pub use cli::init_logging;
+pub use cli::{DatabaseArgs, init_logging};
 pub use config::{Config, DEFAULT_DB_PATH, Engine, duckdb_options, redact_url};
 pub use postgres::connect_postgres;

@@ -17,6 +17,13 @@ pub fn init_logging() {
         .init();
 }
 
+/// The exit status of both command lines when a command cannot do its work:
+/// a usage error (clap's own status for one too), or a database that cannot
+/// be opened, migrated or read. Success is 0; `exposure-store` also exits 1
+/// when the work was done but found something (a file quarantined, a
+/// `verify` difference).
+pub const EXIT_ERROR: u8 = 2;
+
 /// The database flags of both command lines (`#[command(flatten)]`), so
 /// that they have one name and one meaning in both.
 #[derive(Debug, Clone, Default, clap::Args)]

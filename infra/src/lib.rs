@@ -5,13 +5,14 @@
 //! - which database ([`Config`], from the environment; [`Engine`]; the
 //!   default DuckDB file [`DEFAULT_DB_PATH`]);
 //! - how a PostgreSQL server is reached ([`connect_postgres`]);
-//! - what both command lines set up and share: logging ([`init_logging`])
-//!   and the database flags ([`DatabaseArgs`]).
+//! - what both command lines set up and share: logging ([`init_logging`]),
+//!   the database flags ([`DatabaseArgs`]) and the exit status of a command
+//!   that cannot do its work ([`EXIT_ERROR`]).
 
 mod cli;
 mod config;
 mod postgres;
 
-pub use cli::{DatabaseArgs, init_logging};
+pub use cli::{DatabaseArgs, EXIT_ERROR, init_logging};
 pub use config::{Config, DEFAULT_DB_PATH, Engine, duckdb_options, redact_url};
 pub use postgres::connect_postgres;

@@ -2,13 +2,15 @@
 //! schema migrations against the PostgreSQL server at `--database-url` (or
 //! `DATABASE_URL`) when it is set, otherwise the DuckDB database at `--db`
 //! (or `DB_PATH`). The flags and their environment are `exposure-store`'s
-//! ([`infra::DatabaseArgs`]).
+//! ([`infra::DatabaseArgs`]), and so is the exit status: 0 when the verb
+//! ran, 2 ([`infra::EXIT_ERROR`]) for usage errors and when the database
+//! cannot be opened or migrated.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use infra::DatabaseArgs;
-use migration::commands::{self, MigrateCommand};
+use infra::{DatabaseArgs, EXIT_ERROR};
+use migration::commands::{self, MigrateCommand, MigrationState};
 use sea_orm_migration::sea_orm::DbErr;
 
 #[derive(Debug, Parser)]
@@ -27,45 +29,38 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     infra::init_logging();
-    let args = Args::parse();
-    let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
-    let config = args.database.config();
-    if let Some(url) = config.database_url {
-        return match commands::run_on_postgres(&url, command).await {
-            Ok(states) => {
-                print!("{}", commands::render(&states));
-                ExitCode::SUCCESS
-            }
-            Err(e @ DbErr::Conn(_)) => {
-                eprintln!("error: cannot connect to PostgreSQL: {e}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("error: migration failed on PostgreSQL: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    // DuckDB's default settings: `DUCKDB_MEMORY_LIMIT` (`config.duckdb`)
-    // is `exposure-store`'s, not this binary's.
-    let db_path = config.db_path;
-    let opened = duckdb_adapter::ensure_parent_dir(&db_path)
-        .and_then(|()| duckdb_adapter::Instance::open(&db_path));
-    let instance = match opened {
-        Ok(instance) => instance,
-        Err(e) => {
-            eprintln!("error: cannot open database '{}': {e}", db_path.display());
-            return ExitCode::from(2);
-        }
-    };
-    match commands::run_on_duckdb(&instance, command).await {
+    match migrate(Args::parse()).await {
         Ok(states) => {
             print!("{}", commands::render(&states));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: migration failed on '{}': {e}", db_path.display());
-            ExitCode::FAILURE
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Runs the verb on the database `args` name; what went wrong, for the
+/// message.
+async fn migrate(args: Args) -> Result<Vec<MigrationState>, String> {
+    let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
+    let config = args.database.config();
+    if let Some(url) = config.database_url {
+        return commands::run_on_postgres(&url, command)
+            .await
+            .map_err(|e| match e {
+                DbErr::Conn(_) => format!("cannot connect to PostgreSQL: {e}"),
+                _ => format!("migration failed on PostgreSQL: {e}"),
+            });
+    }
+    // DuckDB's default settings: `DUCKDB_MEMORY_LIMIT` (`config.duckdb`)
+    // is `exposure-store`'s, not this binary's.
+    let db_path = config.db_path;
+    let instance = duckdb_adapter::ensure_parent_dir(&db_path)
+        .and_then(|()| duckdb_adapter::Instance::open(&db_path))
+        .map_err(|e| format!("cannot open database '{}': {e}", db_path.display()))?;
+    commands::run_on_duckdb(&instance, command)
+        .await
+        .map_err(|e| format!("migration failed on '{}': {e}", db_path.display()))
 }

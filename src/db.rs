@@ -22,15 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
+use infra::{Config, Engine, redact_url};
 use migration::MigratorTrait;
-pub use migration::commands::Engine;
 use migration::commands::{MigrateCommand, MigrationState};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
     QueryResult, Statement, TransactionTrait,
 };
 
-use crate::config::{Config, redact_url};
 use crate::error::{Error, Result, Retryable, inner_message};
 
 /// PostgreSQL connections pooled per handle (each unit of work holds one
@@ -173,7 +172,7 @@ impl Database {
     /// [`Error::Connect`] when the server cannot be reached or refuses the
     /// login; the error shows the URL without its password.
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = migration::commands::connect_postgres(url, POSTGRES_POOL_SIZE)
+        let pool = infra::connect_postgres(url, POSTGRES_POOL_SIZE)
             .await
             .map_err(|e| Error::Connect {
                 url: redact_url(url),

@@ -30,7 +30,6 @@
 //! # }
 //! ```
 
-mod config;
 mod db;
 mod error;
 mod event;
@@ -39,11 +38,11 @@ mod ingest;
 mod repository;
 
 // The public API, one path per item (the modules are private).
-pub use config::{Config, duckdb_options, redact_url};
-pub use db::{Database, Engine, MAX_ATTEMPTS, Session, WriteTurn, retry_conflicts};
+pub use db::{Database, MAX_ATTEMPTS, Session, WriteTurn, retry_conflicts};
 pub use error::{Error, Result, Retryable};
 pub use event::{ExposureEvent, InvalidField, MAX_ID_BYTES, RawJson};
 pub use generate::{GenerateOptions, generate};
+pub use infra::{Config, Engine, duckdb_options, redact_url};
 pub use ingest::{
     DEFAULT_MAX_LINE_BYTES, ErrorType, FileOutcome, FileReport, Limits, NdjsonReader, Progress,
     Rejection, ingest_file,
@@ -75,5 +74,8 @@ pub struct ReadmeDoctests;
 
 /// The Sea-ORM entities (re-exported from the `entity` crate).
 pub use entity;
+/// Which database, PostgreSQL pools, logging, the command lines' shared
+/// flags and exit status (re-exported from the `infra` crate).
+pub use infra;
 /// The schema migrations and their verbs (re-exported from the `migration` crate).
 pub use migration;

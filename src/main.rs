@@ -16,6 +16,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    exposure_store::migration::init_logging();
+    exposure_store::infra::init_logging();
     run(Cli::parse()).await
 }

@@ -6,18 +6,13 @@
 //! installs a global tracing subscriber (a panic when the host program has
 //! one). The verbs and their meaning are the same as upstream's.
 
+use infra::{Engine, connect_postgres};
 use sea_orm_migration::MigratorTrait;
-use std::time::Duration;
-
 use sea_orm_migration::sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-    Statement, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
 };
 
 use crate::Migrator;
-
-/// Where the embedded DuckDB database lives unless `DB_PATH` says otherwise.
-pub const DEFAULT_DB_PATH: &str = "/app/data/exposures.duckdb";
 
 /// A migration verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
@@ -42,16 +37,6 @@ pub enum MigrateCommand {
     Refresh,
     /// Roll back all applied migrations.
     Reset,
-}
-
-/// The engine behind a [`DatabaseConnection`] (both speak the PostgreSQL
-/// dialect, so the connection alone cannot tell).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// DuckDB through the project's adapter.
-    DuckDb,
-    /// A PostgreSQL server through Sea-ORM's native driver.
-    Postgres,
 }
 
 /// One migration and whether it is applied.
@@ -216,36 +201,6 @@ pub async fn run_on_postgres(
     let states = result?;
     unlocked?;
     Ok(states)
-}
-
-/// How long connecting to a PostgreSQL server may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connects a pool of at most `max_connections` to the PostgreSQL server at
-/// `url`.
-///
-/// One connection is made first on its own, so that a server that is down
-/// or refuses the login is reported at once with the driver's reason (a
-/// pool would retry a refused connection for half a minute before giving
-/// up with a timeout).
-///
-/// # Errors
-/// [`DbErr::Conn`] when the server cannot be reached within 10 s or
-/// refuses the connection.
-pub async fn connect_postgres(
-    url: &str,
-    max_connections: u32,
-) -> Result<DatabaseConnection, DbErr> {
-    use sea_orm_migration::sea_orm::sqlx::{self, Connection};
-    let conn_err = |reason: String| DbErr::Conn(RuntimeErr::Internal(reason));
-    let probe = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect(url))
-        .await
-        .map_err(|_| conn_err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-        .map_err(|e| conn_err(e.to_string()))?;
-    probe.close().await.map_err(|e| conn_err(e.to_string()))?;
-    let mut options = ConnectOptions::new(url);
-    options.max_connections(max_connections).sqlx_logging(false);
-    Database::connect(options).await
 }
 
 /// Renders migration states as the lines `status` prints.

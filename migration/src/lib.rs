@@ -21,18 +21,6 @@ mod m20261128_000006_key_events_on_duckdb;
 
 pub use m20261128_000006_key_events_on_duckdb::EVENT_KEY_SQL;
 
-/// Sends logs to stderr, filtered by `RUST_LOG` (default `warn`): the set-up
-/// of both binaries, `exposure-store` and this crate's.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// The list of migrations of exposure-store, in the order they are applied.
 pub struct Migrator;
 

@@ -1,25 +1,26 @@
 //! `cargo run -p migration -- <up|down|status|fresh|refresh|reset>`: the
-//! schema migrations against the PostgreSQL server at `DATABASE_URL` when it
-//! is set, otherwise the DuckDB database at `DB_PATH`.
+//! schema migrations against the PostgreSQL server at `--database-url` (or
+//! `DATABASE_URL`) when it is set, otherwise the DuckDB database at `--db`
+//! (or `DB_PATH`). The flags and their environment are `exposure-store`'s
+//! ([`infra::DatabaseArgs`]), and so is the exit status: 0 when the verb
+//! ran, 2 ([`infra::EXIT_ERROR`]) for usage errors and when the database
+//! cannot be opened or migrated.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use migration::commands::{self, DEFAULT_DB_PATH, MigrateCommand};
+use infra::{DatabaseArgs, EXIT_ERROR};
+use migration::commands::{self, MigrateCommand, MigrationState};
 use sea_orm_migration::sea_orm::DbErr;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Schema migrations of exposure-store")]
+// `--db-path`: this binary's former name for `--db`, still taken (hidden).
+#[command(mut_arg("db", |arg| arg.alias("db-path")))]
 struct Args {
-    /// DuckDB database file, created with its directory if missing [env:
-    /// DB_PATH; default: /app/data/exposures.duckdb].
-    #[arg(long)]
-    db_path: Option<PathBuf>,
-    /// PostgreSQL server (`postgres://user:password@host:port/database`);
-    /// when given, `--db-path` is not used [env: DATABASE_URL].
-    #[arg(long)]
-    database_url: Option<String>,
+    /// `--db` and `--database-url`, shared with `exposure-store`.
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// What to do (default: up).
     #[command(subcommand)]
     command: Option<MigrateCommand>,
@@ -27,52 +28,39 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    migration::init_logging();
-    let args = Args::parse();
-    let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
-    // A variable set but empty counts as unset.
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    let database_url = args
-        .database_url
-        .filter(|u| !u.is_empty())
-        .or_else(|| env("DATABASE_URL").and_then(|u| u.into_string().ok()));
-    let db_path = args
-        .db_path
-        .or_else(|| env("DB_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_PATH));
-    if let Some(url) = database_url {
-        return match commands::run_on_postgres(&url, command).await {
-            Ok(states) => {
-                print!("{}", commands::render(&states));
-                ExitCode::SUCCESS
-            }
-            Err(e @ DbErr::Conn(_)) => {
-                eprintln!("error: cannot connect to PostgreSQL: {e}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("error: migration failed on PostgreSQL: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let opened = duckdb_adapter::ensure_parent_dir(&db_path)
-        .and_then(|()| duckdb_adapter::Instance::open(&db_path));
-    let instance = match opened {
-        Ok(instance) => instance,
-        Err(e) => {
-            eprintln!("error: cannot open database '{}': {e}", db_path.display());
-            return ExitCode::from(2);
-        }
-    };
-    match commands::run_on_duckdb(&instance, command).await {
+    infra::init_logging();
+    match migrate(Args::parse()).await {
         Ok(states) => {
             print!("{}", commands::render(&states));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: migration failed on '{}': {e}", db_path.display());
-            ExitCode::FAILURE
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Runs the verb on the database `args` name; what went wrong, for the
+/// message.
+async fn migrate(args: Args) -> Result<Vec<MigrationState>, String> {
+    let command = args.command.unwrap_or(MigrateCommand::Up { num: None });
+    let config = args.database.config();
+    if let Some(url) = config.database_url {
+        return commands::run_on_postgres(&url, command)
+            .await
+            .map_err(|e| match e {
+                DbErr::Conn(_) => format!("cannot connect to PostgreSQL: {e}"),
+                _ => format!("migration failed on PostgreSQL: {e}"),
+            });
+    }
+    // DuckDB's default settings: `DUCKDB_MEMORY_LIMIT` (`config.duckdb`)
+    // is `exposure-store`'s, not this binary's.
+    let db_path = config.db_path;
+    let instance = duckdb_adapter::ensure_parent_dir(&db_path)
+        .and_then(|()| duckdb_adapter::Instance::open(&db_path))
+        .map_err(|e| format!("cannot open database '{}': {e}", db_path.display()))?;
+    commands::run_on_duckdb(&instance, command)
+        .await
+        .map_err(|e| format!("migration failed on '{}': {e}", db_path.display()))
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use exposure_store::entity::{Severity, Status};
+use exposure_store::infra::DatabaseArgs;
 use exposure_store::migration::commands::MigrateCommand;
 use exposure_store::{Config, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_LINE_BYTES};
 
@@ -14,14 +15,9 @@ use exposure_store::{Config, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_LINE_BYTES};
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]
 pub struct Cli {
-    /// DuckDB database file, created with its directory if missing [env:
-    /// DB_PATH; default: /app/data/exposures.duckdb].
-    #[arg(long, global = true)]
-    pub db: Option<PathBuf>,
-    /// PostgreSQL server to use instead of the DuckDB file:
-    /// postgres://user:password@host:port/database [env: DATABASE_URL].
-    #[arg(long, global = true)]
-    pub database_url: Option<String>,
+    /// `--db` and `--database-url`, shared with the migration binary.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// DuckDB's memory limit, e.g. 512MB (default: DuckDB's, 80% of RAM). A
     /// file too large to ingest within it is quarantined, not half-written
     /// [env: DUCKDB_MEMORY_LIMIT].
@@ -155,13 +151,7 @@ pub(super) enum Access {
 impl Cli {
     /// The configuration: these flags, then the environment ([`Config::from_env`]).
     pub(super) fn config(&self, access: Access) -> Config {
-        let mut config = Config::from_env();
-        if let Some(url) = self.database_url.clone().filter(|u| !u.is_empty()) {
-            config.database_url = Some(url);
-        }
-        if let Some(db) = &self.db {
-            config.db_path.clone_from(db);
-        }
+        let mut config = self.database.config();
         if let Some(limit) = self.memory_limit.clone().filter(|m| !m.is_empty()) {
             config.duckdb.memory_limit = Some(limit);
         }

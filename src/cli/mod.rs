@@ -32,6 +32,7 @@ use serde_json::json;
 use self::args::Access;
 pub use self::args::{Cli, Command, ExposuresArgs, IngestArgs};
 use self::output::{Delivery, Output, warn};
+use exposure_store::infra::EXIT_ERROR;
 use exposure_store::migration::commands::render as render_migrations;
 use exposure_store::{
     Database, Error, ExposureFilter, ExposureRepository, FileOutcome, FileReport, GenerateOptions,
@@ -47,7 +48,7 @@ struct Fatal {
 impl Fatal {
     fn usage(message: impl Into<String>) -> Self {
         Self {
-            code: 2,
+            code: EXIT_ERROR,
             message: message.into(),
         }
     }
@@ -56,7 +57,7 @@ impl Fatal {
 impl From<Error> for Fatal {
     fn from(e: Error) -> Self {
         Self {
-            code: 2,
+            code: EXIT_ERROR,
             message: e.to_string(),
         }
     }
@@ -65,7 +66,7 @@ impl From<Error> for Fatal {
 impl From<std::io::Error> for Fatal {
     fn from(e: std::io::Error) -> Self {
         Self {
-            code: 2,
+            code: EXIT_ERROR,
             message: e.to_string(),
         }
     }
@@ -74,7 +75,7 @@ impl From<std::io::Error> for Fatal {
 impl From<serde_json::Error> for Fatal {
     fn from(e: serde_json::Error) -> Self {
         Self {
-            code: 2,
+            code: EXIT_ERROR,
             message: e.to_string(),
         }
     }
@@ -319,7 +320,7 @@ async fn ingest_command(
         )),
         Err(e) if stopped.is_none() => {
             return Err(Fatal {
-                code: 2,
+                code: EXIT_ERROR,
                 message: format!("cannot write the report to standard output: {e}; {processed}"),
             });
         }
@@ -329,7 +330,7 @@ async fn ingest_command(
     }
     if let Some((e, _)) = stopped {
         return Err(Fatal {
-            code: 2,
+            code: EXIT_ERROR,
             message: format!(
                 "{e}\nthe run stopped; {} file(s) not ingested: {}",
                 not_reached.len(),

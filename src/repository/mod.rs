@@ -51,6 +51,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use infra::Engine;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -61,7 +62,7 @@ use serde::Serialize;
 use self::append::LogAppend;
 use self::fold::Folder;
 use self::statements::{StageCurrent, StageIds, StageKeys};
-use crate::db::{Engine, Session};
+use crate::db::Session;
 use crate::entity::prelude::*;
 use crate::entity::{exposure_current, quarantined_file};
 use crate::error::{Error, Result};

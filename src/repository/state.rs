@@ -14,12 +14,13 @@
 //! window over the key. The text holds identifiers of this
 //! schema only, never a value.
 
+use infra::Engine;
 use sea_orm::{ConnectionTrait, Statement};
 use sea_query::{Expr, ExprTrait, Func, Iden, Order, Query};
 use serde::Serialize;
 
 use super::statements::{CURRENT_COLUMNS, DETAIL_COLUMNS, current_like, drop_temporary};
-use crate::db::{Engine, Session};
+use crate::db::Session;
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::{exposure_event, quarantined_file};
 use crate::error::Result;

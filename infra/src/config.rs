@@ -1,4 +1,4 @@
-//! Configuration from the environment, read once.
+//! Which database, from the environment, read once.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -16,7 +16,20 @@
 use std::path::PathBuf;
 
 use duckdb_adapter::InstanceOptions;
-pub use migration::commands::DEFAULT_DB_PATH;
+
+/// Where the embedded DuckDB database lives unless `DB_PATH` says otherwise.
+pub const DEFAULT_DB_PATH: &str = "/app/data/exposures.duckdb";
+
+/// The engine behind a database connection (both speak the PostgreSQL
+/// dialect, so the connection alone cannot tell). A [`Config`] chooses
+/// PostgreSQL when it has a `database_url`, DuckDB otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// DuckDB through the project's adapter.
+    DuckDb,
+    /// A PostgreSQL server through Sea-ORM's native driver.
+    Postgres,
+}
 
 /// Where the database lives and how DuckDB runs.
 #[derive(Clone, PartialEq, Eq)]

@@ -49,8 +49,9 @@ pub use ingest::{
 };
 pub use repository::{
     Appended, DEFAULT_CHUNK_SIZE, Difference, DifferenceKind, ExposureCounts, ExposureFilter,
-    ExposureRepository, IngestStats, Ingestion, InsertedEvents, Page, QuarantineRecord,
-    RebuildReport, Totals, UpsertedExposures, VerifyReport, event_key, ingest_events,
+    ExposureRepository, IngestStats, Ingestion, InsertedEvents, Page, PreparedChunk,
+    QuarantineRecord, RebuildReport, Totals, UpsertedExposures, VerifyReport, event_key,
+    ingest_events,
 };
 
 /// This process's peak resident set size, from `/proc/self/status`

@@ -33,7 +33,7 @@ pub use self::rejection::{ErrorType, Rejection};
 use crate::db::Database;
 use crate::error::Error;
 use crate::event::ExposureEvent;
-use crate::repository::{ExposureRepository, IngestStats, QuarantineRecord};
+use crate::repository::{ExposureRepository, IngestStats, PreparedChunk, QuarantineRecord};
 
 /// Parsed chunks that may wait for the database at once.
 const CHUNKS_IN_FLIGHT: usize = 2;
@@ -121,14 +121,21 @@ impl From<Error> for Stop {
     }
 }
 
-/// Reads `reader` in chunks of `chunk_size` events and sends them to the
-/// database side; a rejection is sent in place of the chunk it stopped and
-/// ends the reading. Stops early when the receiver is gone.
+/// What the reader thread sends the database side: a chunk made ready
+/// for it, or why the file stops.
+type Message = Result<PreparedChunk, Stop>;
+
+/// Reads `reader` in chunks of `chunk_size` events, prepares each
+/// (`ExposureRepository::prepare`: keys and the record batch, here rather
+/// than on the database's path) and sends them to the database side; a
+/// rejection is sent in place of the chunk it stopped and ends the reading.
+/// Stops early when the receiver is gone.
 fn send_chunks<R: BufRead>(
     mut reader: NdjsonReader<R>,
     chunk_size: usize,
+    prepare: impl Fn(Vec<ExposureEvent>) -> Result<PreparedChunk, Error>,
     progress: Option<&(dyn Fn(u64) + Send + Sync)>,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<ExposureEvent>, Rejection>>,
+    tx: &tokio::sync::mpsc::Sender<Message>,
 ) {
     loop {
         let mut chunk = Vec::with_capacity(chunk_size.min(1 << 16));
@@ -148,14 +155,15 @@ fn send_chunks<R: BufRead>(
             progress(reader.bytes_read());
         }
         let (message, done) = match read {
-            Ok(done) => (Ok(chunk), done),
-            Err(rejection) => (Err(rejection), true),
+            Ok(_) if chunk.is_empty() => return,
+            Ok(done) => (prepare(chunk).map_err(Stop::Database), done),
+            Err(rejection) => (Err(Stop::Rejected(rejection)), true),
         };
-        let empty = matches!(&message, Ok(c) if c.is_empty());
-        if !empty && tx.blocking_send(message).is_err() {
+        let failed = message.is_err();
+        if tx.blocking_send(message).is_err() {
             return; // the database side stopped
         }
-        if done {
+        if done || failed {
             return;
         }
     }
@@ -284,21 +292,21 @@ async fn attempt_file(
         let events_read = &events_read;
         let work = async move |session: &crate::db::Session| -> Result<_, Stop> {
             let file = File::open(path).map_err(|e| Stop::Rejected(Rejection::io(path, &e)))?;
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<ExposureEvent>, Rejection>>(
-                CHUNKS_IN_FLIGHT,
-            );
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(CHUNKS_IN_FLIGHT);
             let chunk_size = repo.chunk_size();
+            let engine = session.engine();
             let span = tracing::Span::current();
             let reader = tokio::task::spawn_blocking(move || {
                 let _in_file = span.enter();
                 let reader = NdjsonReader::new(BufReader::with_capacity(1 << 20, file), limits);
-                send_chunks(reader, chunk_size, progress.as_deref(), &tx);
+                let prepare = |events| repo.prepare(engine, events);
+                send_chunks(reader, chunk_size, prepare, progress.as_deref(), &tx);
             });
             let mut ingestion = repo.ingestion(session).await?;
             while let Some(message) = rx.recv().await {
-                let chunk = message.map_err(Stop::Rejected)?;
+                let chunk = message?;
                 events_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                ingestion.push_owned(chunk).await?;
+                ingestion.push_prepared(chunk).await?;
             }
             reader
                 .await

@@ -30,7 +30,6 @@ use super::check::IdList;
 use super::statements::{self, EVENT_COLUMNS, EVENT_KEY, StageIds, StageKeys};
 use crate::db::Session;
 use crate::error::{Error, Result};
-use crate::event::ExposureEvent;
 
 /// The upper 64 bits of the MD5 of `event_id`, as DuckDB computes them with
 /// `(md5_number(event_id) >> 64)::UBIGINT` ([`migration::EVENT_KEY_SQL`]):
@@ -55,8 +54,9 @@ pub(crate) struct LogAppend {
     pub(crate) ids: IdList,
     /// Their keys, in the same order.
     keys: Vec<u64>,
-    /// A key's first appended id (its position in `ids`).
-    by_key: HashMap<u64, u32>,
+    /// A key's first appended id (its position in `ids`). The keys are
+    /// MD5 bits already, so a fast (seeded) hash does.
+    by_key: HashMap<u64, u32, foldhash::fast::RandomState>,
     /// Further appended ids whose key another one has (a 64-bit key is
     /// shared by two ids about once in 4 billion pairs).
     shared: HashMap<u64, Vec<u32>>,
@@ -198,20 +198,18 @@ pub(super) fn append_columns() -> [&'static str; 21] {
     names
 }
 
-/// Appends `events` (with their `keys`) to `exposure_events` with DuckDB's
-/// Appender, as one Arrow record batch (`columns.rs`).
+/// Appends `batch` (events with their keys, built by `columns::events`) to
+/// `exposure_events` with DuckDB's Appender.
 ///
 /// # Errors
 /// DuckDB's error (a value its column refuses).
-pub(crate) fn append_events(
+pub(crate) fn append_batch(
     conn: &duckdb::Connection,
-    events: &[ExposureEvent],
-    keys: &[u64],
+    batch: duckdb::arrow::record_batch::RecordBatch,
 ) -> duckdb_adapter::Result<()> {
-    if events.is_empty() {
+    if batch.num_rows() == 0 {
         return Ok(());
     }
-    let batch = super::columns::events(events, keys)?;
     let mut appender = conn.appender_with_columns("exposure_events", &append_columns())?;
     appender.append_record_batch(batch)?;
     Ok(appender.flush()?)

@@ -58,12 +58,12 @@ macro_rules! details {
         }
 
         impl Details {
-            /// Takes each non-NULL detail of `e` whose provenance `from` is
-            /// greater than the one held.
-            fn take_greater(&mut self, e: &ExposureEvent, from: &Provenance) {
-                $(if let Some(value) = &e.$field {
+            /// Takes (moves out of `e`) each non-NULL detail whose
+            /// provenance `from` is greater than the one held.
+            fn take_greater(&mut self, e: &mut ExposureEvent, from: &Provenance) {
+                $(if let Some(value) = e.$field.take() {
                     if self.$field.as_ref().is_none_or(|held| *from > held.from) {
-                        self.$field = Some(Sourced { value: value.clone(), from: from.clone() });
+                        self.$field = Some(Sourced { value, from: from.clone() });
                     }
                 })*
             }
@@ -101,14 +101,14 @@ pub(crate) struct Folded {
 }
 
 impl Folded {
-    fn of(e: &ExposureEvent, from: Provenance) -> Self {
+    fn of(mut e: ExposureEvent, from: Provenance) -> Self {
         let mut details = Details::default();
-        details.take_greater(e, &from);
+        details.take_greater(&mut e, &from);
         Self {
-            office_id: e.office_id.clone(),
-            exposure_id: e.exposure_id.clone(),
-            exposure_class: e.exposure_class.clone(),
-            asset_id: e.asset_id.clone(),
+            office_id: e.office_id,
+            exposure_id: e.exposure_id,
+            exposure_class: e.exposure_class,
+            asset_id: e.asset_id,
             status: e.status,
             severity: e.severity,
             event_action: e.event_action,
@@ -119,12 +119,12 @@ impl Folded {
         }
     }
 
-    fn add(&mut self, e: &ExposureEvent, from: Provenance) {
+    fn add(&mut self, mut e: ExposureEvent, from: Provenance) {
         self.first_seen = self.first_seen.min(from.at);
-        self.details.take_greater(e, &from);
+        self.details.take_greater(&mut e, &from);
         if from > self.last {
-            self.exposure_class.clone_from(&e.exposure_class);
-            self.asset_id.clone_from(&e.asset_id);
+            self.exposure_class = e.exposure_class;
+            self.asset_id = e.asset_id;
             self.status = e.status;
             self.severity = e.severity;
             self.event_action = e.event_action;
@@ -134,18 +134,22 @@ impl Folded {
     }
 }
 
+/// A fast hash for the fold's keys (office and exposure ids come from the
+/// input files, but a fold lives for one ingest call in one process).
+type Fast = foldhash::fast::RandomState;
+
 /// The fold of one ingest call, fed event by event (in any order).
 #[derive(Debug, Default)]
 pub(crate) struct Folder {
     /// office id -> exposure id -> position in `folds` (offices are few, so
     /// lookups by `&str` need no key allocation).
-    index: HashMap<String, HashMap<String, usize>>,
+    index: HashMap<String, HashMap<String, usize, Fast>, Fast>,
     folds: Vec<Folded>,
 }
 
 impl Folder {
-    /// Folds the next event.
-    pub(crate) fn push(&mut self, e: &ExposureEvent) {
+    /// Folds the next event, moving the values it keeps out of it.
+    pub(crate) fn push(&mut self, e: ExposureEvent) {
         let from = Provenance {
             at: e.timestamp_micros(),
             event_id: Arc::from(e.event_id.as_str()),
@@ -205,7 +209,7 @@ mod tests {
     fn fold(events: &[ExposureEvent]) -> Vec<Folded> {
         let mut folder = Folder::default();
         for e in events {
-            folder.push(e);
+            folder.push(e.clone());
         }
         folder.finish()
     }

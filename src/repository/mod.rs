@@ -13,7 +13,10 @@
 //!    `append.rs`), it remembers the appended ids by a 64-bit key and
 //!    appends Arrow record batches with the Appender; the ids are looked up
 //!    among the stored ones once, when the call ends, and events stored
-//!    already are then taken out again. On PostgreSQL, where other
+//!    already are then taken out again. The keys and the record batch are
+//!    made by [`ExposureRepository::prepare`], which a file's reader thread
+//!    calls, and the append runs while the chunk is folded and the next
+//!    one admitted: the database's thread only appends. On PostgreSQL, where other
 //!    processes write at the same time, `INSERT ... ON CONFLICT (event_id)
 //!    DO NOTHING RETURNING event_id` (multi-row statements) says which were
 //!    new, even when another writer stores the same event concurrently;
@@ -48,9 +51,9 @@ pub(crate) use state::lacks_provenance;
 pub use state::{Difference, DifferenceKind, RebuildReport, VerifyReport};
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use duckdb::arrow::record_batch::RecordBatch;
 use infra::Engine;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
@@ -120,6 +123,31 @@ pub struct UpsertedExposures {
     pub inserted: u64,
     /// Keys that existed and were updated.
     pub updated: u64,
+}
+
+/// A chunk of events made ready for [`Ingestion::push_prepared`] by
+/// [`ExposureRepository::prepare`].
+#[derive(Debug)]
+pub struct PreparedChunk {
+    events: Vec<ExposureEvent>,
+    /// DuckDB: each event's key, in order (empty on PostgreSQL).
+    keys: Vec<u64>,
+    /// DuckDB: the events as the Appender's record batch.
+    batch: Option<RecordBatch>,
+}
+
+impl PreparedChunk {
+    /// Events in the chunk.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the chunk holds no event.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
 }
 
 /// A file that failed to ingest, for [`ExposureRepository::quarantine_file`].
@@ -269,8 +297,33 @@ impl ExposureRepository {
             session,
             folder: Folder::default(),
             log,
+            appending: None,
             stats: IngestStats::default(),
             finished: false,
+        })
+    }
+
+    /// Does the work of ingesting `events` that needs no database, for
+    /// [`Ingestion::push_prepared`]: each event's 64-bit key and, on
+    /// DuckDB, the Arrow record batch the Appender takes. Runs on the
+    /// calling thread, so a reader can prepare the next chunk while the
+    /// database appends this one.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the record batch cannot be built (a bug).
+    pub fn prepare(&self, engine: Engine, events: Vec<ExposureEvent>) -> Result<PreparedChunk> {
+        let (keys, batch) = match engine {
+            Engine::DuckDb => {
+                let keys: Vec<u64> = events.iter().map(|e| event_key(&e.event_id)).collect();
+                let batch = columns::events(&events, &keys)?;
+                (keys, Some(batch))
+            }
+            Engine::Postgres => (Vec::new(), None),
+        };
+        Ok(PreparedChunk {
+            events,
+            keys,
+            batch,
         })
     }
 
@@ -303,9 +356,9 @@ impl ExposureRepository {
             .step_by(self.chunk_size)
             .zip(events.chunks(self.chunk_size))
         {
-            let new = log_new_events(&mut log, chunk.to_vec());
+            let new = log_new_events(&mut log, self.prepare(Engine::DuckDb, chunk.to_vec())?);
             new_positions.extend(new.positions.iter().map(|i| offset + i));
-            append_to_log(session, Arc::new(new)).await?;
+            append_to_log(session, new.into_parts()?.0).await?;
         }
         let repeats = log.stored_before(session).await?;
         log.remove(session, &repeats).await?;
@@ -338,9 +391,9 @@ impl ExposureRepository {
         create_staging(session).await?;
         let mut folder = Folder::default();
         for e in events {
-            folder.push(e);
+            folder.push(e.clone());
         }
-        let upserted = upsert_folded(session, folder).await?;
+        let upserted = upsert_folded(session, ready_to_stage(session.engine(), folder)?).await?;
         drop_staging(session).await?;
         Ok(upserted)
     }
@@ -487,8 +540,10 @@ impl ExposureRepository {
 
 /// An ingest fed in pieces; see [`ExposureRepository::ingestion`].
 ///
-/// Its events are in the audit log as soon as they are pushed, but the
-/// current state is written by [`Ingestion::finish`]. Dropping an ingestion
+/// Its events go to the audit log as they are pushed (on DuckDB a chunk's
+/// append runs as a task of its own while the next chunk is read, and the
+/// next push or `finish` waits for it), but the current state is written by
+/// [`Ingestion::finish`]. Dropping an ingestion
 /// that was fed events without finishing it makes its unit of work refuse
 /// to commit, so the two tables cannot disagree.
 #[derive(Debug)]
@@ -501,6 +556,8 @@ pub struct Ingestion<'s> {
     /// DuckDB: what was appended to the audit log (looked up against the
     /// stored log by `finish`, and checked after the commit).
     log: Option<LogAppend>,
+    /// DuckDB: the append of the last chunk pushed, still running.
+    appending: Option<tokio::task::JoinHandle<Result<()>>>,
     stats: IngestStats,
     finished: bool,
 }
@@ -524,31 +581,36 @@ impl Ingestion<'_> {
     /// The database's error; the unit of work must then be rolled back
     /// (returning the error from the work does that).
     pub async fn push(&mut self, events: &[ExposureEvent]) -> Result<()> {
-        if self.log.is_some() {
-            return self.push_owned(events.to_vec()).await;
-        }
-        self.push_postgres(events).await
+        self.push_owned(events.to_vec()).await
     }
 
     /// PostgreSQL's [`Ingestion::push`]: per chunk, the insert says which
     /// events are new.
-    async fn push_postgres(&mut self, events: &[ExposureEvent]) -> Result<()> {
-        for chunk in events.chunks(self.repo.chunk_size) {
+    async fn push_postgres(&mut self, events: Vec<ExposureEvent>) -> Result<()> {
+        let mut events = events.into_iter();
+        loop {
+            let chunk: Vec<ExposureEvent> = events.by_ref().take(self.repo.chunk_size).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
             let started = std::time::Instant::now();
-            let new = insert_chunk(self.session, chunk).await?;
+            let new = insert_chunk(self.session, &chunk).await?;
             self.stats.events_inserted += new.len() as u64;
             self.stats.events_skipped += (chunk.len() - new.len()) as u64;
-            for &i in &new {
-                self.folder.push(&chunk[i]);
+            let read = chunk.len();
+            let mut new_positions = new.iter().copied().peekable();
+            for (i, e) in chunk.into_iter().enumerate() {
+                if new_positions.next_if_eq(&i).is_some() {
+                    self.folder.push(e);
+                }
             }
             tracing::debug!(
-                events = chunk.len(),
+                events = read,
                 new = new.len(),
                 ms = started.elapsed().as_millis(),
                 "chunk ingested"
             );
         }
-        Ok(())
     }
 
     /// As [`Ingestion::push`], taking the events (which saves a copy on
@@ -557,44 +619,80 @@ impl Ingestion<'_> {
     /// # Errors
     /// As [`Ingestion::push`].
     pub async fn push_owned(&mut self, events: Vec<ExposureEvent>) -> Result<()> {
+        let chunk = self.repo.prepare(self.session.engine(), events)?;
+        self.push_prepared(chunk).await
+    }
+
+    /// As [`Ingestion::push`], for a chunk made by
+    /// [`ExposureRepository::prepare`] (on another thread, for example).
+    ///
+    /// # Errors
+    /// As [`Ingestion::push`].
+    pub async fn push_prepared(&mut self, chunk: PreparedChunk) -> Result<()> {
         let Some(log) = &mut self.log else {
-            return self.push_postgres(&events).await;
+            return self.push_postgres(chunk.events).await;
         };
         let started = std::time::Instant::now();
-        let read = events.len();
-        let new = log_new_events(log, events);
+        let read = chunk.len();
+        let new = log_new_events(log, chunk);
         self.stats.events_inserted += new.events.len() as u64;
         self.stats.events_skipped += (read - new.events.len()) as u64;
         let appended = new.events.len();
-        // The fold runs while DuckDB appends (on its own thread).
+        let (batch, events) = new.into_parts()?;
         let logged = started.elapsed();
-        let new = Arc::new(new);
-        let folder = &mut self.folder;
-        let (written, fold_ms) = tokio::join!(
-            async {
-                let started = std::time::Instant::now();
-                append_to_log(self.session, Arc::clone(&new)).await?;
-                Ok::<_, Error>(started.elapsed().as_millis())
-            },
-            async {
-                let started = std::time::Instant::now();
-                for e in &new.events {
-                    folder.push(e);
-                }
-                started.elapsed().as_millis()
-            }
-        );
-        let append_ms = written?;
+        // One append at a time, in order. The chunk was admitted while the
+        // previous one was appended; it is folded while it is appended.
+        self.appended().await?;
+        let waited = started.elapsed() - logged;
+        self.appending = Some(spawn_append(self.session, batch)?);
+        let folding = std::time::Instant::now();
+        for e in events {
+            self.folder.push(e);
+        }
         tracing::debug!(
             events = read,
             new = appended,
             log_ms = logged.as_millis(),
-            append_ms,
-            fold_ms,
-            ms = started.elapsed().as_millis(),
+            wait_ms = waited.as_millis(),
+            fold_ms = folding.elapsed().as_millis(),
             "chunk ingested"
         );
         Ok(())
+    }
+
+    /// DuckDB: waits for the last append, then looks the appended ids up
+    /// among the stored ones (see `append.rs`) and takes those found out
+    /// of the log again; returns how many (0 on PostgreSQL).
+    async fn look_up_repeats(&mut self) -> Result<usize> {
+        self.appended().await?;
+        let Some(log) = &mut self.log else {
+            return Ok(0);
+        };
+        let started = std::time::Instant::now();
+        // What follows is set-based SQL, which DuckDB runs in parallel.
+        if let Some(duckdb) = self.session.duckdb() {
+            duckdb.restore_threads().await?;
+        }
+        let repeats = log.stored_before(self.session).await?;
+        log.remove(self.session, &repeats).await?;
+        self.stats.events_inserted -= repeats.len() as u64;
+        self.stats.events_skipped += repeats.len() as u64;
+        tracing::debug!(
+            stored_before = repeats.len(),
+            ms = started.elapsed().as_millis(),
+            "appended ids looked up"
+        );
+        Ok(repeats.len())
+    }
+
+    /// Waits for the append of the last chunk pushed (DuckDB).
+    async fn appended(&mut self) -> Result<()> {
+        match self.appending.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::Internal(format!("an append to the log failed: {e}")))?,
+            None => Ok(()),
+        }
     }
 
     /// Writes the current state of every key touched and returns what the
@@ -621,27 +719,22 @@ impl Ingestion<'_> {
     pub async fn finish_checked(mut self) -> Result<(IngestStats, Option<Appended>)> {
         let started = std::time::Instant::now();
         let folder = std::mem::take(&mut self.folder);
-        let mut from_log = None;
-        if let Some(log) = &mut self.log {
-            // What follows is set-based SQL, which DuckDB runs in parallel.
-            if let Some(duckdb) = self.session.duckdb() {
-                duckdb.restore_threads().await?;
-            }
-            let repeats = log.stored_before(self.session).await?;
-            if !repeats.is_empty() {
-                log.remove(self.session, &repeats).await?;
-                self.stats.events_inserted -= repeats.len() as u64;
-                self.stats.events_skipped += repeats.len() as u64;
-                from_log = Some(log.first_rowid);
-            }
-            tracing::debug!(
-                stored_before = repeats.len(),
-                lookup_ms = started.elapsed().as_millis(),
-                "appended ids looked up"
-            );
-        }
+        let engine = self.session.engine();
+        // The folded rows become what is staged while DuckDB finishes the
+        // last append and looks the appended ids up.
+        let (repeats, staged) = tokio::join!(self.look_up_repeats(), async {
+            ready_to_stage(engine, folder)
+        });
+        let from_log = match (repeats?, &self.log) {
+            (0, _) | (_, None) => None,
+            (_, Some(log)) => Some(log.first_rowid),
+        };
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            "log appended and looked up"
+        );
         let upserted = match from_log {
-            None => upsert_folded(self.session, folder).await?,
+            None => upsert_folded(self.session, staged?).await?,
             Some(first_rowid) => {
                 self.session
                     .execute(&statements::clear(StageCurrent::Table))
@@ -675,40 +768,85 @@ impl Ingestion<'_> {
 }
 
 /// Events of a chunk not appended before in the unit of work, with their
-/// keys and positions in the chunk.
+/// keys, positions in the chunk and, when they are the whole chunk, its
+/// prepared record batch.
 #[derive(Debug, Default)]
 struct NewEvents {
     events: Vec<ExposureEvent>,
     keys: Vec<u64>,
     positions: Vec<usize>,
+    batch: Option<RecordBatch>,
+}
+
+impl NewEvents {
+    /// The record batch to append (the prepared one, or one built from the
+    /// events kept) and the events.
+    fn into_parts(self) -> Result<(RecordBatch, Vec<ExposureEvent>)> {
+        let batch = match self.batch {
+            Some(batch) => batch,
+            None => columns::events(&self.events, &self.keys)?,
+        };
+        Ok((batch, self.events))
+    }
 }
 
 /// Keeps the events of `chunk` whose ids `log` has not appended yet (and
 /// records them as appended).
-fn log_new_events(log: &mut LogAppend, chunk: Vec<ExposureEvent>) -> NewEvents {
+fn log_new_events(log: &mut LogAppend, chunk: PreparedChunk) -> NewEvents {
+    let PreparedChunk {
+        events,
+        keys,
+        batch,
+    } = chunk;
+    let read = events.len();
     let mut new = NewEvents::default();
-    for (position, e) in chunk.into_iter().enumerate() {
-        let key = append::event_key(&e.event_id);
+    for (position, e) in events.into_iter().enumerate() {
+        let key = keys
+            .get(position)
+            .copied()
+            .unwrap_or_else(|| append::event_key(&e.event_id));
         if log.admit(&e.event_id, key) {
             new.events.push(e);
             new.keys.push(key);
             new.positions.push(position);
         }
     }
+    // A batch holds the whole chunk; with events left out it is rebuilt.
+    new.batch = batch.filter(|_| new.events.len() == read);
     new
 }
 
-/// Appends `new` to `exposure_events` (DuckDB).
-async fn append_to_log(session: &Session, new: Arc<NewEvents>) -> Result<()> {
+/// Appends `batch` (events and their keys) to `exposure_events` (DuckDB).
+async fn append_to_log(session: &Session, batch: RecordBatch) -> Result<()> {
     let Some(duckdb) = session.duckdb() else {
         return Err(Error::Internal(
             "the DuckDB append ran on PostgreSQL".into(),
         ));
     };
     duckdb
-        .with_raw(move |conn| append::append_events(conn, &new.events, &new.keys))
+        .with_raw(move |conn| append::append_batch(conn, batch))
         .await?;
     Ok(())
+}
+
+/// As [`append_to_log`], as a task of its own: statements sent on the
+/// session meanwhile may run before it, so the caller awaits it before its
+/// next statement.
+fn spawn_append(
+    session: &Session,
+    batch: RecordBatch,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let Some(duckdb) = session.duckdb() else {
+        return Err(Error::Internal(
+            "the DuckDB append ran on PostgreSQL".into(),
+        ));
+    };
+    let conn = duckdb.clone();
+    Ok(tokio::spawn(async move {
+        conn.with_raw(move |conn| append::append_batch(conn, batch))
+            .await?;
+        Ok(())
+    }))
 }
 
 /// Prepares a unit of work to write events: on DuckDB, takes the write
@@ -798,6 +936,23 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
         .collect())
 }
 
+/// The folded rows, ready to be staged by [`upsert_folded`].
+enum Staged {
+    /// DuckDB: one record batch for the Appender.
+    Batch(RecordBatch),
+    /// PostgreSQL: the rows, staged in batches.
+    Rows(Vec<fold::Folded>),
+}
+
+/// The rows of `folder`, as `engine` stages them.
+fn ready_to_stage(engine: Engine, folder: Folder) -> Result<Staged> {
+    let folded = folder.finish();
+    Ok(match engine {
+        Engine::DuckDb => Staged::Batch(columns::current(&folded)?),
+        Engine::Postgres => Staged::Rows(folded),
+    })
+}
+
 /// Folded rows staged per batch on PostgreSQL (see [`upsert_folded`]).
 const STAGE_BATCH: usize = 5_000;
 
@@ -806,26 +961,35 @@ const STAGE_BATCH: usize = 5_000;
 /// (Deleting the stored rows and inserting the merged ones instead made
 /// DuckDB 2.0.0 corrupt its in-memory segments; see the README's
 /// *Reliability* section.)
-async fn upsert_folded(session: &Session, folder: Folder) -> Result<UpsertedExposures> {
-    let folded = folder.finish();
-    if folded.is_empty() {
-        return Ok(UpsertedExposures::default());
-    }
+async fn upsert_folded(session: &Session, staged: Staged) -> Result<UpsertedExposures> {
+    let rows = match staged {
+        Staged::Batch(batch) if batch.num_rows() == 0 => return Ok(UpsertedExposures::default()),
+        Staged::Rows(rows) if rows.is_empty() => return Ok(UpsertedExposures::default()),
+        Staged::Batch(batch) => {
+            session
+                .execute(&statements::clear(StageCurrent::Table))
+                .await?;
+            let Some(duckdb) = session.duckdb() else {
+                return Err(Error::Internal(
+                    "a DuckDB batch staged on PostgreSQL".into(),
+                ));
+            };
+            let started = std::time::Instant::now();
+            duckdb
+                .with_raw(move |conn| stage::append_current(conn, batch))
+                .await?;
+            tracing::debug!(ms = started.elapsed().as_millis(), "folded rows staged");
+            return merge_staged(session).await;
+        }
+        Staged::Rows(rows) => rows,
+    };
     session
         .execute(&statements::clear(StageCurrent::Table))
         .await?;
-    if let Some(duckdb) = session.duckdb() {
-        let started = std::time::Instant::now();
-        duckdb
-            .with_raw(move |conn| stage::append_current(conn, &folded))
-            .await?;
-        tracing::debug!(ms = started.elapsed().as_millis(), "folded rows staged");
-        return merge_staged(session).await;
-    }
     // PostgreSQL: in batches, each row built from (and replacing) its fold:
     // a row of typed values takes several times the memory of the fold, and
     // a file can touch 100k keys.
-    let mut folded = folded.into_iter();
+    let mut folded = rows.into_iter();
     loop {
         let rows: Vec<_> = folded
             .by_ref()

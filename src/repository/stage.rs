@@ -121,16 +121,15 @@ pub(crate) fn current_row(f: Folded) -> [Value; 35] {
     ]
 }
 
-/// Appends the folded rows to the temporary table `stage_current` on
-/// `conn` (DuckDB), as one Arrow record batch (`columns.rs`).
+/// Appends the folded rows, as one record batch (`columns::current`), to
+/// the temporary table `stage_current` on `conn` (DuckDB).
 ///
 /// # Errors
 /// DuckDB's error.
 pub(crate) fn append_current(
     conn: &duckdb::Connection,
-    folded: &[Folded],
+    batch: duckdb::arrow::record_batch::RecordBatch,
 ) -> duckdb_adapter::Result<()> {
-    let batch = super::columns::current(folded)?;
     let mut appender =
         conn.appender_to_catalog_and_db("stage_current", TEMP_CATALOG, TEMP_SCHEMA)?;
     appender.append_record_batch(batch)?;

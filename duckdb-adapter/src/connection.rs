@@ -53,6 +53,9 @@ struct State {
     /// DuckDB's thread count before [`DuckDbConnection::limit_threads`],
     /// given back when the transaction ends.
     threads_to_restore: Option<i64>,
+    /// Transactions begun on this connection so far: the current one's
+    /// number while one is open (see [`DuckDbConnection::transaction`]).
+    begun: u64,
 }
 
 impl State {
@@ -93,6 +96,11 @@ impl State {
     }
 }
 
+/// One transaction of one [`DuckDbConnection`] (see
+/// [`DuckDbConnection::with_raw_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transaction(u64);
+
 /// A dedicated DuckDB connection speaking Sea-ORM's [`ConnectionTrait`].
 ///
 /// Cloning shares the same underlying connection (and its transaction).
@@ -112,6 +120,7 @@ impl DuckDbConnection {
                 txn: TxnState::Idle,
                 health,
                 threads_to_restore: None,
+                begun: 0,
             })),
         }
     }
@@ -244,6 +253,40 @@ impl DuckDbConnection {
         self.run(State::restore_threads).await
     }
 
+    /// The open transaction, to be named to
+    /// [`DuckDbConnection::with_raw_in`]; `None` without one.
+    pub async fn transaction(&self) -> Result<Option<Transaction>> {
+        self.run(|state| Ok((state.txn != TxnState::Idle).then_some(Transaction(state.begun))))
+            .await
+    }
+
+    /// As [`DuckDbConnection::with_raw`], for work that belongs to
+    /// `transaction` and must run in it or not at all: work started as a
+    /// task of its own may get the connection only after that transaction
+    /// ended (rolled back because the caller stopped, say), or when another
+    /// one is open. It is then refused and does nothing.
+    ///
+    /// # Errors
+    /// [`AdapterError::TransactionState`] when `transaction` is no longer
+    /// the open transaction, [`AdapterError::TransactionAborted`] when it
+    /// failed, or whatever `f` returns.
+    pub async fn with_raw_in<T, F>(&self, transaction: Transaction, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&duckdb::Connection) -> Result<T> + Send + 'static,
+    {
+        self.run(move |state| {
+            if state.txn == TxnState::Idle || state.begun != transaction.0 {
+                return Err(AdapterError::TransactionState(
+                    "the transaction this work belonged to has ended",
+                ));
+            }
+            state.refuse_if_aborted()?;
+            f(&state.conn)
+        })
+        .await
+    }
+
     /// Starts a transaction on this connection.
     ///
     /// # Errors
@@ -258,6 +301,7 @@ impl DuckDbConnection {
             }
             state.conn.execute_batch("BEGIN TRANSACTION")?;
             state.txn = TxnState::Active { failed: None };
+            state.begun += 1;
             Ok(())
         })
         .await

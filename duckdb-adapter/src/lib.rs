@@ -34,7 +34,7 @@ mod error;
 mod instance;
 mod proxy;
 
-pub use connection::DuckDbConnection;
+pub use connection::{DuckDbConnection, Transaction};
 pub use convert::{into_duckdb, to_duckdb};
 pub use duckdb;
 pub use error::{AdapterError, ErrorKind, Result, classify_message, error_kind};

@@ -292,12 +292,17 @@ impl ExposureRepository {
     /// The database's error while preparing the staging tables.
     pub async fn ingestion<'s>(&self, session: &'s Session) -> Result<Ingestion<'s>> {
         let log = start_appending(session).await?;
+        let transaction = match session.duckdb() {
+            Some(duckdb) => duckdb.transaction().await?,
+            None => None,
+        };
         Ok(Ingestion {
             repo: *self,
             session,
             folder: Folder::default(),
             log,
             appending: None,
+            transaction,
             stats: IngestStats::default(),
             finished: false,
         })
@@ -558,6 +563,10 @@ pub struct Ingestion<'s> {
     log: Option<LogAppend>,
     /// DuckDB: the append of the last chunk pushed, still running.
     appending: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// DuckDB: the unit of work's transaction, the only one the appends
+    /// may run in (an append still queued when the ingestion is dropped
+    /// and rolled back must not run in autocommit or in the next one).
+    transaction: Option<duckdb_adapter::Transaction>,
     stats: IngestStats,
     finished: bool,
 }
@@ -644,7 +653,7 @@ impl Ingestion<'_> {
         // previous one was appended; it is folded while it is appended.
         self.appended().await?;
         let waited = started.elapsed() - logged;
-        self.appending = Some(spawn_append(self.session, batch)?);
+        self.appending = Some(spawn_append(self.session, self.transaction, batch)?);
         let folding = std::time::Instant::now();
         for e in events {
             self.folder.push(e);
@@ -829,21 +838,22 @@ async fn append_to_log(session: &Session, batch: RecordBatch) -> Result<()> {
     Ok(())
 }
 
-/// As [`append_to_log`], as a task of its own: statements sent on the
-/// session meanwhile may run before it, so the caller awaits it before its
-/// next statement.
+/// As [`append_to_log`], as a task of its own, inside `transaction` only:
+/// statements sent on the session meanwhile may run before it, so the
+/// caller awaits it before its next statement.
 fn spawn_append(
     session: &Session,
+    transaction: Option<duckdb_adapter::Transaction>,
     batch: RecordBatch,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let Some(duckdb) = session.duckdb() else {
+    let (Some(duckdb), Some(transaction)) = (session.duckdb(), transaction) else {
         return Err(Error::Internal(
-            "the DuckDB append ran on PostgreSQL".into(),
+            "an append to the log ran outside a DuckDB unit of work".into(),
         ));
     };
     let conn = duckdb.clone();
     Ok(tokio::spawn(async move {
-        conn.with_raw(move |conn| append::append_batch(conn, batch))
+        conn.with_raw_in(transaction, move |conn| append::append_batch(conn, batch))
             .await?;
         Ok(())
     }))

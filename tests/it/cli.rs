@@ -315,12 +315,24 @@ fn a_file_that_fails_late_leaves_nothing_behind(
     }
     content.push_str("{oops\n");
     let file = env.file("late-error.ndjson", content)?;
-    let (code, out) = env.json(&["ingest", "--json", "--chunk-size", "100", s(&file)])?;
+    // The next file, in the same process, stores exactly its own events
+    // (nothing of the failed file's last appends may run in its unit of
+    // work).
+    let next = env.file("next.ndjson", format!("{}\n", line("next-1", |_| ())))?;
+    let (code, out) = env.json(&[
+        "ingest",
+        "--json",
+        "--chunk-size",
+        "100",
+        s(&file),
+        s(&next),
+    ])?;
     assert_eq!(code, 1);
     assert_eq!(out["files"][0]["rejection"]["details"]["line"], 2_001);
+    assert_eq!(out["files"][1]["stats"]["events_inserted"], 1);
     let (_, summary) = env.json(&["summary", "--json"])?;
-    assert_eq!(summary["totals"]["events"], 0);
-    assert_eq!(summary["totals"]["exposures"], 0);
+    assert_eq!(summary["totals"]["events"], 1);
+    assert_eq!(summary["totals"]["exposures"], 1);
     Ok(())
 }
 

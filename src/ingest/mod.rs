@@ -2,8 +2,9 @@
 //!
 //! Each file is one unit of work: all of its events are ingested, or none
 //! are and the file is recorded in `quarantined_files` with a precise reason.
-//! A file is streamed, never read whole: a reader thread parses and
-//! validates chunks of lines while the database applies the previous chunk,
+//! A file is streamed, never read whole: a reader thread parses, validates
+//! and prepares ([`ExposureRepository::prepare`]) chunks of lines while the
+//! database applies the previous chunk,
 //! with at most two parsed chunks waiting, so memory stays bounded whatever
 //! the file's size.
 //!

@@ -35,95 +35,45 @@
 //!
 //! `state.rs` computes the same state from the log with one set-based
 //! statement, for [`ExposureRepository::verify`] and
-//! [`ExposureRepository::rebuild`].
+//! [`ExposureRepository::rebuild`]. `queries.rs` holds the quarantine and
+//! the dashboard queries, `types.rs` the public value types.
 
 mod append;
 mod check;
 mod columns;
 mod fold;
+mod queries;
 mod stage;
 mod state;
 mod statements;
+mod types;
 
 pub use append::event_key;
 pub use check::Appended;
 pub(crate) use state::lacks_provenance;
 pub use state::{Difference, DifferenceKind, RebuildReport, VerifyReport};
+pub use types::{
+    ExposureCounts, ExposureFilter, IngestStats, InsertedEvents, Page, QuarantineRecord, Totals,
+    UpsertedExposures,
+};
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use duckdb::arrow::record_batch::RecordBatch;
 use infra::Engine;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::ConnectionTrait;
 use sea_query::Alias;
-use serde::Serialize;
 
 use self::append::LogAppend;
 use self::fold::Folder;
 use self::statements::{StageCurrent, StageIds, StageKeys};
 use crate::db::Session;
-use crate::entity::prelude::*;
-use crate::entity::{exposure_current, quarantined_file};
 use crate::error::{Error, Result};
 use crate::event::ExposureEvent;
 
 /// Events per chunk unless configured otherwise (see the README's
 /// performance section for the measurements behind it).
 pub const DEFAULT_CHUNK_SIZE: usize = 25_000;
-
-/// What an ingest did. Adds up across calls (`+=`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct IngestStats {
-    /// Events appended to `exposure_events`.
-    pub events_inserted: u64,
-    /// Events skipped: already stored, or repeated within the input.
-    pub events_skipped: u64,
-    /// Keys of `exposures_current` that did not exist before the call.
-    pub exposures_inserted: u64,
-    /// Keys that existed before the call and were touched by it.
-    pub exposures_updated: u64,
-}
-
-impl std::ops::AddAssign for IngestStats {
-    fn add_assign(&mut self, other: Self) {
-        self.events_inserted += other.events_inserted;
-        self.events_skipped += other.events_skipped;
-        self.exposures_inserted += other.exposures_inserted;
-        self.exposures_updated += other.exposures_updated;
-    }
-}
-
-impl std::ops::Add for IngestStats {
-    type Output = Self;
-    fn add(mut self, other: Self) -> Self {
-        self += other;
-        self
-    }
-}
-
-/// Outcome of [`ExposureRepository::batch_insert_events`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InsertedEvents {
-    /// Events appended.
-    pub inserted: u64,
-    /// Events skipped (already stored, or repeated in the input).
-    pub skipped: u64,
-    /// Input positions of the appended events, ascending.
-    pub new_positions: Vec<usize>,
-}
-
-/// Outcome of [`ExposureRepository::batch_upsert_current`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpsertedExposures {
-    /// Keys created.
-    pub inserted: u64,
-    /// Keys that existed and were updated.
-    pub updated: u64,
-}
 
 /// A chunk of events made ready for [`Ingestion::push_prepared`] by
 /// [`ExposureRepository::prepare`].
@@ -148,76 +98,6 @@ impl PreparedChunk {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
-}
-
-/// A file that failed to ingest, for [`ExposureRepository::quarantine_file`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct QuarantineRecord {
-    /// The input file's path as given.
-    pub filename: String,
-    /// A short machine-readable category (`invalid_json`, `io_error`, ...).
-    pub error_type: String,
-    /// A human-readable explanation.
-    pub error_message: String,
-    /// Details pointing at the problem (line, field, reason, ...).
-    pub error_details_json: Option<serde_json::Value>,
-}
-
-/// Filters of [`ExposureRepository::current_exposures`]; `None` matches all.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExposureFilter {
-    /// Only this office.
-    pub office_id: Option<String>,
-    /// Only this status.
-    pub status: Option<Status>,
-    /// Only this severity.
-    pub severity: Option<Severity>,
-    /// Only this exposure class.
-    pub exposure_class: Option<String>,
-    /// Only exposures last seen at or after this instant.
-    pub last_seen_from: Option<DateTime<Utc>>,
-    /// Only exposures last seen before this instant.
-    pub last_seen_to: Option<DateTime<Utc>>,
-}
-
-/// A page of results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    /// Rows to skip.
-    pub offset: u64,
-    /// Rows to return at most.
-    pub limit: u64,
-}
-
-impl Default for Page {
-    fn default() -> Self {
-        Self {
-            offset: 0,
-            limit: 100,
-        }
-    }
-}
-
-/// Current exposures counted by office, severity and status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ExposureCounts {
-    /// `(office_id, count)`, by office id.
-    pub by_office: Vec<(String, u64)>,
-    /// `(severity, count)`, most severe first.
-    pub by_severity: Vec<(Severity, u64)>,
-    /// `(status, count)`, in vocabulary order.
-    pub by_status: Vec<(Status, u64)>,
-}
-
-/// Row counts of the three tables.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    /// Rows of `exposure_events`.
-    pub events: u64,
-    /// Rows of `exposures_current`.
-    pub exposures: u64,
-    /// Rows of `quarantined_files`.
-    pub quarantined_files: u64,
 }
 
 /// Ingests `events` in one call with the default chunk size; see
@@ -437,109 +317,6 @@ impl ExposureRepository {
     /// The database's error; the unit of work must then be rolled back.
     pub async fn rebuild(&self, session: &Session) -> Result<RebuildReport> {
         state::rebuild(session).await
-    }
-
-    /// Records a file that failed to ingest.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn quarantine_file(
-        &self,
-        conn: &impl ConnectionTrait,
-        record: QuarantineRecord,
-    ) -> Result<quarantined_file::Model> {
-        let row = quarantined_file::ActiveModel {
-            filename: ActiveValue::Set(record.filename),
-            error_type: ActiveValue::Set(record.error_type),
-            error_message: ActiveValue::Set(record.error_message),
-            error_details_json: ActiveValue::Set(record.error_details_json),
-            ..Default::default()
-        };
-        Ok(row.insert(conn).await?)
-    }
-
-    /// Every quarantined file, oldest first.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn quarantined_files(
-        &self,
-        conn: &impl ConnectionTrait,
-    ) -> Result<Vec<quarantined_file::Model>> {
-        Ok(QuarantinedFiles::find()
-            .order_by_asc(quarantined_file::Column::Id)
-            .all(conn)
-            .await?)
-    }
-
-    /// Current exposures matching `filter`, newest `last_seen` first (then
-    /// by office and exposure id, so pages are stable).
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn current_exposures(
-        &self,
-        conn: &impl ConnectionTrait,
-        filter: &ExposureFilter,
-        page: Page,
-    ) -> Result<Vec<exposure_current::Model>> {
-        use exposure_current::Column as C;
-        let mut query = ExposuresCurrent::find();
-        if let Some(office) = &filter.office_id {
-            query = query.filter(C::OfficeId.eq(office.as_str()));
-        }
-        if let Some(status) = filter.status {
-            query = query.filter(C::Status.eq(status));
-        }
-        if let Some(severity) = filter.severity {
-            query = query.filter(C::Severity.eq(severity));
-        }
-        if let Some(class) = &filter.exposure_class {
-            query = query.filter(C::ExposureClass.eq(class.as_str()));
-        }
-        if let Some(from) = filter.last_seen_from {
-            query = query.filter(C::LastSeen.gte(from));
-        }
-        if let Some(to) = filter.last_seen_to {
-            query = query.filter(C::LastSeen.lt(to));
-        }
-        Ok(query
-            .order_by_desc(C::LastSeen)
-            .order_by_asc(C::OfficeId)
-            .order_by_asc(C::ExposureId)
-            .offset(page.offset)
-            .limit(page.limit)
-            .all(conn)
-            .await?)
-    }
-
-    /// Current exposures counted by office, severity and status.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn exposure_counts(&self, conn: &impl ConnectionTrait) -> Result<ExposureCounts> {
-        use exposure_current::Column as C;
-        let mut by_severity = parse_keys(count_by(conn, C::Severity).await?)?;
-        by_severity.sort_by_key(|&(severity, _): &(Severity, u64)| std::cmp::Reverse(severity));
-        let mut by_status = parse_keys(count_by(conn, C::Status).await?)?;
-        by_status.sort_by_key(|&(status, _): &(Status, u64)| status);
-        Ok(ExposureCounts {
-            by_office: count_by(conn, C::OfficeId).await?,
-            by_severity,
-            by_status,
-        })
-    }
-
-    /// Row counts of the three tables.
-    ///
-    /// # Errors
-    /// The database's error.
-    pub async fn totals(&self, conn: &impl ConnectionTrait) -> Result<Totals> {
-        Ok(Totals {
-            events: ExposureEvents::find().count(conn).await?,
-            exposures: ExposuresCurrent::find().count(conn).await?,
-            quarantined_files: QuarantinedFiles::find().count(conn).await?,
-        })
     }
 }
 
@@ -1066,43 +843,4 @@ async fn merge_staged(session: &Session) -> Result<UpsertedExposures> {
             Ok(out)
         }
     }
-}
-
-#[derive(Debug, FromQueryResult)]
-struct KeyCount {
-    key: String,
-    n: i64,
-}
-
-async fn count_by(
-    conn: &impl ConnectionTrait,
-    column: exposure_current::Column,
-) -> Result<Vec<(String, u64)>> {
-    let rows = ExposuresCurrent::find()
-        .select_only()
-        .column_as(column, "key")
-        .column_as(column.count(), "n")
-        .group_by(column)
-        .order_by_asc(column)
-        .into_model::<KeyCount>()
-        .all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.key, u64::try_from(r.n).unwrap_or(0)))
-        .collect())
-}
-
-fn parse_keys<T: std::str::FromStr>(counts: Vec<(String, u64)>) -> Result<Vec<(T, u64)>>
-where
-    T::Err: std::fmt::Display,
-{
-    counts
-        .into_iter()
-        .map(|(k, n)| {
-            k.parse()
-                .map(|k| (k, n))
-                .map_err(|e: T::Err| Error::Internal(e.to_string()))
-        })
-        .collect()
 }

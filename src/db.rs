@@ -571,7 +571,8 @@ impl Session {
                 match failed {
                     Some(reason) => {
                         txn.rollback().await?;
-                        Err(Error::Aborted(format!("transaction rolled back: {reason}")))
+                        // The DuckDB adapter's refusal, word for word.
+                        Err(duckdb_adapter::AdapterError::TransactionAborted(reason).into())
                     }
                     None => Ok(txn.commit().await?),
                 }
@@ -667,7 +668,7 @@ impl Session {
             failed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert_with(|| format!("a statement of this unit of work failed: {e}"));
+                .get_or_insert_with(|| duckdb_adapter::failed_statement(e));
         }
         result
     }

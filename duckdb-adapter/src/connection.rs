@@ -70,7 +70,10 @@ impl State {
         if let TxnState::Active { failed } = &mut self.txn
             && failed.is_none()
         {
-            *failed = Some(e.to_string());
+            *failed = Some(match e {
+                AdapterError::Poisoned(reason) => reason.clone(),
+                e => crate::error::failed_statement(e),
+            });
         }
     }
 

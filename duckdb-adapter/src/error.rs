@@ -36,7 +36,7 @@ pub enum AdapterError {
     /// A statement of this transaction failed earlier, so DuckDB has aborted
     /// it; committing would silently roll back, so the commit is refused and
     /// the transaction rolled back instead.
-    #[error("transaction rolled back: an earlier statement in it failed: {0}")]
+    #[error("transaction rolled back: {0}")]
     TransactionAborted(String),
     /// A transaction was misused (a nested BEGIN, a COMMIT without BEGIN).
     #[error("transaction misuse: {0}")]
@@ -131,6 +131,13 @@ pub fn error_kind(err: &DbErr) -> ErrorKind {
     classify_message(message)
 }
 
+/// Why a unit of work whose statement failed with `error` is not committed,
+/// in the words of both engines' refusal (the DuckDB adapter's and
+/// exposure-store's for PostgreSQL): "transaction rolled back: " and this.
+pub fn failed_statement(error: &impl std::fmt::Display) -> String {
+    format!("a statement of this unit of work failed: {error}")
+}
+
 /// Classifies a DuckDB error message.
 #[must_use]
 pub fn classify_message(message: &str) -> ErrorKind {
@@ -169,8 +176,7 @@ mod tests {
         let corrupt = "Data Corruption Error: Corrupted uncompressed string segment: \
                        dictionary offset 9 exceeds dictionary size 4";
         assert_eq!(classify_message(corrupt), ErrorKind::EngineFailed);
-        let aborted =
-            format!("transaction rolled back: an earlier statement in it failed: {corrupt}");
+        let aborted = AdapterError::TransactionAborted(failed_statement(&corrupt)).to_string();
         assert_eq!(classify_message(&aborted), ErrorKind::EngineFailed);
         let invalidated =
             "FATAL Error: Failed: database has been invalidated because of a previous fatal error.";

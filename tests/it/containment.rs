@@ -157,7 +157,18 @@ async fn a_failed_commit_never_corrupts_later_files() -> TestResult {
         if !clean.contains_key(&ingested) {
             let path = dir.path().join(format!("clean-{}.duckdb", clean.len()));
             let chosen: Vec<PathBuf> = ingested.iter().map(|&i| all_files[i].clone()).collect();
-            let out = ingest(&path, None, &chosen)?;
+            // Near the smallest workable limit even the small files can run
+            // out of memory; nothing ingested must then leave empty tables,
+            // as a database that was only created has.
+            let out = if chosen.is_empty() {
+                Command::new(BIN)
+                    .arg("--db")
+                    .arg(&path)
+                    .arg("init")
+                    .output()?
+            } else {
+                ingest(&path, None, &chosen)?
+            };
             assert!(out.status.success(), "clean run of {ingested:?} failed");
             clean.insert(ingested.clone(), tables(&path).await?);
         }

@@ -51,6 +51,14 @@ pub(crate) enum StageCurrent {
     Table,
 }
 
+/// The stored rows of the staged keys, with their row ids (`rid`), copied
+/// by a small merge on DuckDB ([`copy_stored_of_staged`]).
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum StageStored {
+    Table,
+    Rid,
+}
+
 /// Columns of `exposure_events`, in the Appender's order.
 pub(crate) const EVENT_COLUMNS: [Ev; 20] = [
     Ev::EventId,
@@ -428,6 +436,47 @@ fn after(a: (Expr, Expr), b: (Expr, Expr)) -> Expr {
     a.0.clone().gt(b.0.clone()).or(a.0.eq(b.0).and(a.1.gt(b.1)))
 }
 
+/// The merge of a stored row with a staged one, column by column (every
+/// column but the key): `stored(c)` and `staged(c)` name a column of each.
+/// The rule is described at [`upsert_current`].
+fn merged_columns(stored: impl Fn(Cur) -> Expr, staged: impl Fn(Cur) -> Expr) -> Vec<(Cur, Expr)> {
+    let mut merged = vec![
+        (
+            Cur::FirstSeen,
+            Func::least([stored(Cur::FirstSeen), staged(Cur::FirstSeen)]).into(),
+        ),
+        (
+            Cur::LastSeen,
+            Func::greatest([stored(Cur::LastSeen), staged(Cur::LastSeen)]).into(),
+        ),
+    ];
+    let newer = after(
+        (staged(Cur::LastSeen), staged(Cur::LastEventId)),
+        (stored(Cur::LastSeen), stored(Cur::LastEventId)),
+    );
+    for c in LATEST_COLUMNS {
+        merged.push((
+            c,
+            Expr::case(newer.clone(), staged(c))
+                .finally(stored(c))
+                .into(),
+        ));
+    }
+    for (value, at, id) in DETAIL_COLUMNS {
+        let newer =
+            after((staged(at), staged(id)), (stored(at), stored(id))).or(stored(at).is_null());
+        for c in [value, at, id] {
+            merged.push((
+                c,
+                Expr::case(newer.clone(), staged(c))
+                    .finally(stored(c))
+                    .into(),
+            ));
+        }
+    }
+    merged
+}
+
 /// The current-state upsert: `INSERT INTO exposures_current SELECT ... FROM
 /// stage_current ORDER BY office_id, exposure_id ON CONFLICT (office_id,
 /// exposure_id) DO UPDATE SET ...`, one row per key (`fold.rs`).
@@ -451,30 +500,12 @@ fn after(a: (Expr, Expr), b: (Expr, Expr)) -> Expr {
 /// would catch).
 pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_query::error::Error> {
     let target = exposure_current::Entity;
-    let stored = |c: Cur| Expr::col((target, c));
-    let excluded = |c: Cur| Expr::col((Alias::new("excluded"), c));
     let mut on_conflict = OnConflict::columns([Cur::OfficeId, Cur::ExposureId]);
-    on_conflict.value(
-        Cur::FirstSeen,
-        Func::least([stored(Cur::FirstSeen), excluded(Cur::FirstSeen)]),
-    );
-    on_conflict.value(
-        Cur::LastSeen,
-        Func::greatest([stored(Cur::LastSeen), excluded(Cur::LastSeen)]),
-    );
-    let newer = after(
-        (excluded(Cur::LastSeen), excluded(Cur::LastEventId)),
-        (stored(Cur::LastSeen), stored(Cur::LastEventId)),
-    );
-    for c in LATEST_COLUMNS {
-        on_conflict.value(c, Expr::case(newer.clone(), excluded(c)).finally(stored(c)));
-    }
-    for (value, at, id) in DETAIL_COLUMNS {
-        let newer =
-            after((excluded(at), excluded(id)), (stored(at), stored(id))).or(stored(at).is_null());
-        for c in [value, at, id] {
-            on_conflict.value(c, Expr::case(newer.clone(), excluded(c)).finally(stored(c)));
-        }
+    for (c, merged) in merged_columns(
+        |c| Expr::col((target, c)),
+        |c| Expr::col((Alias::new("excluded"), c)),
+    ) {
+        on_conflict.value(c, merged);
     }
     let mut select = Query::select();
     select
@@ -497,6 +528,158 @@ pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_quer
         insert.returning(Query::returning().expr(Expr::cust(r#""xmax" = 0 AS "inserted""#)));
     }
     Ok(insert)
+}
+
+/// `stage_stored`: the columns of `exposures_current` and `rid`.
+pub(crate) fn create_stage_stored() -> TableCreateStatement {
+    let mut t = current_like(StageStored::Table);
+    t.col(ColumnDef::new(StageStored::Rid).big_integer());
+    t
+}
+
+/// `a.office_id = b.office_id AND a.exposure_id = b.exposure_id`.
+fn same_key(a: impl IntoIden, b: impl IntoIden) -> Expr {
+    let (a, b) = (a.into_iden(), b.into_iden());
+    Expr::col((a.clone(), Cur::OfficeId))
+        .equals((b.clone(), Cur::OfficeId))
+        .and(Expr::col((a, Cur::ExposureId)).equals((b, Cur::ExposureId)))
+}
+
+/// `INSERT INTO stage_stored (rid, <columns>) SELECT rowid, <columns> FROM
+/// exposures_current WHERE rowid IN (SELECT e.rowid FROM exposures_current
+/// AS e JOIN stage_current ON <same key>)`: the stored rows of the staged
+/// keys. The join reads only the key columns of the stored rows; the other
+/// columns are then read for the matched rows alone.
+///
+/// # Errors
+/// Only if the column lists disagree (a programming error).
+pub(crate) fn copy_stored_of_staged() -> Result<InsertStatement, sea_query::error::Error> {
+    let e = Alias::new("e");
+    let matched = Query::select()
+        .expr(Expr::col((e.clone(), Alias::new("rowid"))))
+        .from_as(exposure_current::Entity, e.clone())
+        .inner_join(StageCurrent::Table, same_key(e, StageCurrent::Table))
+        .to_owned();
+    let select = Query::select()
+        .expr(Expr::col(Alias::new("rowid")))
+        .columns(CURRENT_COLUMNS)
+        .from(exposure_current::Entity)
+        .and_where(Expr::col(Alias::new("rowid")).in_subquery(matched))
+        .to_owned();
+    let columns = std::iter::once(StageStored::Rid.into_iden())
+        .chain(CURRENT_COLUMNS.map(IntoIden::into_iden));
+    Ok(Query::insert()
+        .into_table(StageStored::Table)
+        .columns(columns)
+        .select_from(select)?
+        .to_owned())
+}
+
+/// The merge of each copied stored row with its staged row, column by
+/// column (see [`merged_columns`]).
+fn merged_with_stage() -> Vec<(Cur, Expr)> {
+    merged_columns(
+        |c| Expr::col((StageStored::Table, c)),
+        |c| Expr::col((StageCurrent::Table, c)),
+    )
+}
+
+/// `merged IS DISTINCT FROM stage_stored.c`: whether the merge changes
+/// column `c` of a stored row.
+fn changes(c: Cur, merged: Expr) -> Expr {
+    merged.binary(
+        sea_query::BinOper::Custom("IS DISTINCT FROM"),
+        Expr::col((StageStored::Table, c)),
+    )
+}
+
+/// `SELECT BOOL_OR(<merged c> IS DISTINCT FROM stage_stored.c) AS c, ...
+/// FROM stage_stored JOIN stage_current ON <same key>`: per column (returned
+/// in order, each named as its column), whether the merge changes it in any
+/// stored row (NULL when none is stored).
+pub(crate) fn changed_columns() -> (SelectStatement, Vec<Cur>) {
+    let mut select = Query::select();
+    let mut columns = Vec::new();
+    for (c, merged) in merged_with_stage() {
+        select.expr_as(Func::cust(Alias::new("BOOL_OR")).arg(changes(c, merged)), c);
+        columns.push(c);
+    }
+    select.from(StageStored::Table).inner_join(
+        StageCurrent::Table,
+        same_key(StageStored::Table, StageCurrent::Table),
+    );
+    (select.to_owned(), columns)
+}
+
+/// `UPDATE exposures_current SET c = m.c, ... FROM (SELECT stage_stored.rid,
+/// <merged c> AS c, ..., (<merged c> IS DISTINCT FROM stage_stored.c OR
+/// ...) AS changed FROM stage_stored JOIN stage_current ON <same key>) AS m
+/// WHERE exposures_current.rowid = m.rid AND m.changed`: writes the merge
+/// of `columns` (those [`changed_columns`] found changed), in the rows it
+/// changes.
+pub(crate) fn update_changed(columns: &[Cur]) -> sea_query::UpdateStatement {
+    let m = Alias::new("m");
+    let changed = Alias::new("changed");
+    let mut merged = Query::select();
+    merged.column((StageStored::Table, StageStored::Rid));
+    let mut any_change: Option<Expr> = None;
+    for (c, value) in merged_with_stage() {
+        if columns.iter().any(|k| k.as_str() == c.as_str()) {
+            let change = changes(c, value.clone());
+            any_change = Some(match any_change {
+                Some(any) => any.or(change),
+                None => change,
+            });
+            merged.expr_as(value, c);
+        }
+    }
+    merged
+        .expr_as(
+            any_change.unwrap_or_else(|| Expr::val(false)),
+            changed.clone(),
+        )
+        .from(StageStored::Table)
+        .inner_join(
+            StageCurrent::Table,
+            same_key(StageStored::Table, StageCurrent::Table),
+        );
+    Query::update()
+        .table(exposure_current::Entity)
+        .values(columns.iter().map(|&c| (c, Expr::col((m.clone(), c)))))
+        .from(sea_query::TableRef::SubQuery(
+            Box::new(merged.to_owned()),
+            m.clone().into_iden(),
+        ))
+        .and_where(
+            Expr::col((exposure_current::Entity, Alias::new("rowid")))
+                .equals((m.clone(), StageStored::Rid)),
+        )
+        .and_where(Expr::col((m, changed)))
+        .to_owned()
+}
+
+/// `INSERT INTO exposures_current (<columns>) SELECT <columns> FROM
+/// stage_current WHERE NOT EXISTS (SELECT 1 FROM stage_stored WHERE <same
+/// key>)`: the staged keys not stored yet.
+///
+/// # Errors
+/// Only if the column lists disagree (a programming error).
+pub(crate) fn insert_unstored() -> Result<InsertStatement, sea_query::error::Error> {
+    let stored = Query::select()
+        .expr(Expr::val(1))
+        .from(StageStored::Table)
+        .and_where(same_key(StageStored::Table, StageCurrent::Table))
+        .to_owned();
+    let select = Query::select()
+        .columns(CURRENT_COLUMNS.map(|c| (StageCurrent::Table, c)))
+        .from(StageCurrent::Table)
+        .and_where(Expr::exists(stored).not())
+        .to_owned();
+    Ok(Query::insert()
+        .into_table(exposure_current::Entity)
+        .columns(CURRENT_COLUMNS)
+        .select_from(select)?
+        .to_owned())
 }
 
 #[cfg(test)]

@@ -449,6 +449,64 @@ fn any_order_split_and_writers_give_the_same_tables(
     )
 }
 
+/// Calls touching more keys than DuckDB merges as a small batch (20,000;
+/// above that it runs the one upsert) give the model's tables and stats
+/// too, with newer, older and tied events and NULL details, followed by a
+/// small call on some of the same keys.
+#[rstest]
+fn large_calls_match_the_model(
+    #[values(Backend::DuckDb, Backend::Postgres)] backend: Backend,
+) -> TestResult {
+    const KEYS: u32 = 21_000;
+    let pick = |n: u32| usize::try_from(n).unwrap_or(0);
+    let event = |call: u32, i: u32| {
+        let k = i + call;
+        let some = |every: u32, value: String| (!k.is_multiple_of(every)).then_some(value);
+        ExposureEvent {
+            event_id: format!("ev-{call}-{i}"),
+            timestamp: base_time() + Duration::minutes(i64::from((i * 7 + call * 13) % 50)),
+            office_id: format!("office-{}", i % 20),
+            asset_id: format!("asset-{}", k % 7),
+            exposure_id: format!("EXP-{i}"),
+            exposure_class: "open_port".to_owned(),
+            event_action: EventAction::ALL[pick(k) % EventAction::ALL.len()],
+            status: Status::ALL[pick(k) % Status::ALL.len()],
+            severity: Severity::ALL[pick(k) % Severity::ALL.len()],
+            risk_score: f64::from(k % 100) / 10.0,
+            hostname: some(3, format!("host-{call}")),
+            asset_ip: some(4, format!("10.0.{call}.1")),
+            dst_ip: some(5, "10.9.9.9".to_owned()),
+            dst_port: k.is_multiple_of(2).then_some(443),
+            protocol: some(2, "tcp".to_owned()),
+            service_name: some(3, format!("svc-{call}")),
+            service_product: some(6, "nginx".to_owned()),
+            service_version: some(7, format!("{call}.0")),
+            scan_run_id: None,
+            raw_payload_json: None,
+        }
+    };
+    let calls: [Vec<ExposureEvent>; 3] = [
+        (0..KEYS).flat_map(|i| [event(0, i), event(1, i)]).collect(),
+        (0..KEYS).map(|i| event(2, i)).collect(),
+        (0..100).map(|i| event(3, i * 37)).collect(),
+    ];
+    let rt = runtime()?;
+    rt.block_on(async {
+        let scratch = Scratch::new(backend);
+        let db = scratch.db(0).await.map_err(|e| e.to_string())?;
+        let mut model = Model::default();
+        for call in &calls {
+            let expected = model.ingest(call);
+            let got = ingest(&db, 5_000, call).await.map_err(|e| e.to_string())?;
+            assert_eq!(got, expected);
+        }
+        let (events, current) = tables(&db).await.map_err(|e| e.to_string())?;
+        assert_eq!(events.len(), model.events.len());
+        assert_eq!(current, model.current().into_values().collect::<Vec<_>>());
+        Ok(())
+    })
+}
+
 #[test]
 fn the_model_tracks_keys_once_per_call() {
     // Sanity check of the model itself: a key inserted and updated within

@@ -188,7 +188,7 @@ impl LogAppend {
     }
 }
 
-/// The names of the columns [`append_events`] fills: those of the entity,
+/// The names of the columns [`append_batch`] fills: those of the entity,
 /// then `event_key`.
 pub(super) fn append_columns() -> [&'static str; 21] {
     let mut names = [EVENT_KEY; 21];

@@ -28,7 +28,8 @@
 //! `exposures_current` with one `INSERT ... SELECT ... ON CONFLICT
 //! (office_id, exposure_id) DO UPDATE SET ...` that compares provenance
 //! (`statements::upsert_current`): each key is written once per call, in
-//! place. Concurrent PostgreSQL writers need no locks beyond the row locks
+//! place. (DuckDB merges a batch of up to 20,000 keys by the same rule in
+//! a few statements that read and write less: see [`merge_small`].) Concurrent PostgreSQL writers need no locks beyond the row locks
 //! of that statement. (On DuckDB, `exposures_current` has no secondary
 //! index, so the update changes no indexed column: see migration
 //! `m20261128_000004_drop_current_indexes_on_duckdb`.)

@@ -54,11 +54,11 @@ async fn migrate(args: Args) -> Result<Vec<MigrationState>, String> {
                 _ => format!("migration failed on PostgreSQL: {e}"),
             });
     }
-    // DuckDB's default settings: `DUCKDB_MEMORY_LIMIT` (`config.duckdb`)
-    // is `exposure-store`'s, not this binary's.
+    // DuckDB's settings as `exposure-store` reads them (`DUCKDB_MEMORY_LIMIT`):
+    // a migration that rewrites a large table runs within the same limit.
     let db_path = config.db_path;
     let instance = duckdb_adapter::ensure_parent_dir(&db_path)
-        .and_then(|()| duckdb_adapter::Instance::open(&db_path))
+        .and_then(|()| duckdb_adapter::Instance::open_with(&db_path, &config.duckdb))
         .map_err(|e| format!("cannot open database '{}': {e}", db_path.display()))?;
     commands::run_on_duckdb(&instance, command)
         .await

@@ -57,6 +57,30 @@ fn every_verb_on_a_fresh_duckdb_file() -> Result<(), Box<dyn std::error::Error>>
     Ok(())
 }
 
+/// `DUCKDB_MEMORY_LIMIT` is read as `exposure-store` reads it: a migration
+/// that rewrites a large table runs within the operator's limit, and a
+/// limit DuckDB refuses stops the binary before it touches the file.
+#[test]
+fn duckdb_runs_within_the_configured_memory_limit() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("exposures.duckdb");
+    let with_limit = |limit: &str| {
+        Command::new(BIN)
+            .arg("status")
+            .env("DB_PATH", &db)
+            .env("DUCKDB_MEMORY_LIMIT", limit)
+            .env_remove("DATABASE_URL")
+            .output()
+    };
+    let out = with_limit("no such size")?;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!db.exists(), "nothing is created with a refused setting");
+    let out = with_limit("256MB")?;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(count(&String::from_utf8(out.stdout)?, "pending"), 6);
+    Ok(())
+}
+
 /// A new, empty database on the test PostgreSQL server; its URL.
 fn postgres_database(name: &str) -> Result<String, Box<dyn std::error::Error>> {
     use sea_orm_migration::sea_orm::{ConnectionTrait, Database};

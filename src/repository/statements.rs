@@ -11,14 +11,16 @@
 //! staged once per call for the lookup among the stored ids, and the
 //! folded current state (one row per key) is staged once per call.
 
-use sea_orm::{ColumnTrait, IdenStatic};
+use sea_orm::{ColumnTrait, IdenStatic, Iterable};
 use sea_query::{
-    Alias, ColumnDef, DynIden, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict,
-    Order, Query, SelectStatement, Table, TableCreateStatement, Value,
+    Alias, ColumnDef, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict, Order,
+    Query, SelectStatement, Table, TableCreateStatement,
 };
 
+use super::stage::Row;
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::exposure_event::{self, Column as Ev};
+use crate::event::ExposureEvent;
 
 /// Event ids a DuckDB unit of work appended and found stored already,
 /// whose rows it removes again (`append.rs`).
@@ -321,20 +323,27 @@ pub(crate) fn current_like(table: impl IntoIden) -> TableCreateStatement {
 }
 
 /// `INSERT INTO table (columns) VALUES (...), (...)`: one multi-row insert
-/// (the PostgreSQL bulk path; every value is bound).
+/// of `rows` into the columns of their entity (the PostgreSQL bulk path;
+/// every value is bound, through the entity's casts: `save_as`, the
+/// payload's text to `json`). Each value is asked for by the column it goes
+/// to, from the one list that is also the insert's column list.
 ///
 /// # Errors
-/// Only if a row's length disagrees with the columns (impossible with
-/// arrays of the same `N`).
-pub(crate) fn insert_rows<const N: usize>(
+/// Only if a row's length disagrees with the columns (impossible: both are
+/// that list).
+pub(crate) fn insert_rows<R: Row>(
     table: impl IntoIden,
-    columns: [DynIden; N],
-    rows: Vec<[Value; N]>,
+    rows: Vec<R>,
 ) -> Result<InsertStatement, sea_query::error::Error> {
+    let columns: Vec<R::Column> = R::Column::iter().collect();
     let mut insert = Query::insert();
-    insert.into_table(table).columns(columns);
+    insert.into_table(table).columns(columns.iter().copied());
     for row in rows {
-        insert.values(row.map(Expr::val))?;
+        insert.values(
+            columns
+                .iter()
+                .map(|&column| column.save_as(Expr::val(row.value(column)))),
+        )?;
     }
     Ok(insert)
 }
@@ -350,31 +359,13 @@ pub(crate) fn insert_rows<const N: usize>(
 /// # Errors
 /// As [`insert_rows`].
 pub(crate) fn insert_new_events(
-    rows: Vec<[Value; 20]>,
+    rows: Vec<&ExposureEvent>,
 ) -> Result<InsertStatement, sea_query::error::Error> {
-    let mut insert = Query::insert();
-    insert
-        .into_table(exposure_event::Entity)
-        .columns(EVENT_COLUMNS);
-    for row in rows {
-        // `save_as`: the entity's casts (the payload's text to `json`).
-        insert.values(
-            EVENT_COLUMNS
-                .iter()
-                .zip(row)
-                .map(|(column, value)| column.save_as(Expr::val(value))),
-        )?;
-    }
+    let mut insert = insert_rows(exposure_event::Entity, rows)?;
     insert
         .on_conflict(OnConflict::column(Ev::EventId).do_nothing().to_owned())
         .returning_col(Ev::EventId);
     Ok(insert)
-}
-
-/// The columns of `stage_current`, in the order its rows are built
-/// (`stage.rs`).
-pub(crate) fn stage_current_columns() -> [DynIden; 35] {
-    CURRENT_COLUMNS.map(IntoIden::into_iden)
 }
 
 /// `DROP TABLE IF EXISTS table`: a staging table at the end of its unit of
@@ -502,7 +493,7 @@ pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_quer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_query::PostgresQueryBuilder;
+    use sea_query::{PostgresQueryBuilder, Value};
 
     #[test]
     fn the_upsert_merges_by_provenance_and_binds_nothing() -> Result<(), sea_query::error::Error> {

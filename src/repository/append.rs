@@ -24,11 +24,12 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use md5::{Digest, Md5};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, IdenStatic, Iterable, Statement};
 
 use super::check::IdList;
-use super::statements::{self, EVENT_COLUMNS, EVENT_KEY, StageIds, StageKeys};
+use super::statements::{self, EVENT_KEY, StageIds, StageKeys};
 use crate::db::Session;
+use crate::entity::exposure_event;
 use crate::error::{Error, Result};
 
 /// The upper 64 bits of the MD5 of `event_id`, as DuckDB computes them with
@@ -188,14 +189,13 @@ impl LogAppend {
     }
 }
 
-/// The names of the columns [`append_events`] fills: those of the entity,
+/// The names of the columns [`append_batch`] fills: those of the entity,
 /// then `event_key`.
-pub(super) fn append_columns() -> [&'static str; 21] {
-    let mut names = [EVENT_KEY; 21];
-    for (name, column) in names.iter_mut().zip(EVENT_COLUMNS) {
-        *name = sea_orm::IdenStatic::as_str(&column);
-    }
-    names
+pub(super) fn append_columns() -> Vec<&'static str> {
+    exposure_event::Column::iter()
+        .map(|c| c.as_str())
+        .chain([EVENT_KEY])
+        .collect()
 }
 
 /// Appends `batch` (events with their keys, built by `columns::events`) to

@@ -53,30 +53,6 @@ pub(crate) enum StageCurrent {
     Table,
 }
 
-/// Columns of `exposure_events`, in the Appender's order.
-pub(crate) const EVENT_COLUMNS: [Ev; 20] = [
-    Ev::EventId,
-    Ev::Timestamp,
-    Ev::OfficeId,
-    Ev::AssetId,
-    Ev::ExposureId,
-    Ev::ExposureClass,
-    Ev::EventAction,
-    Ev::Status,
-    Ev::Severity,
-    Ev::RiskScore,
-    Ev::Hostname,
-    Ev::AssetIp,
-    Ev::DstIp,
-    Ev::DstPort,
-    Ev::Protocol,
-    Ev::ServiceName,
-    Ev::ServiceProduct,
-    Ev::ServiceVersion,
-    Ev::ScanRunId,
-    Ev::RawPayloadJson,
-];
-
 /// Columns of `exposures_current`, in staging and insert order.
 pub(crate) const CURRENT_COLUMNS: [Cur; 35] = [
     Cur::OfficeId,

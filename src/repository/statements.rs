@@ -53,45 +53,6 @@ pub(crate) enum StageCurrent {
     Table,
 }
 
-/// Columns of `exposures_current`, in staging and insert order.
-pub(crate) const CURRENT_COLUMNS: [Cur; 35] = [
-    Cur::OfficeId,
-    Cur::ExposureId,
-    Cur::ExposureClass,
-    Cur::Status,
-    Cur::Severity,
-    Cur::EventAction,
-    Cur::RiskScore,
-    Cur::FirstSeen,
-    Cur::LastSeen,
-    Cur::AssetId,
-    Cur::Hostname,
-    Cur::AssetIp,
-    Cur::DstIp,
-    Cur::DstPort,
-    Cur::Protocol,
-    Cur::ServiceName,
-    Cur::ServiceProduct,
-    Cur::ServiceVersion,
-    Cur::LastEventId,
-    Cur::HostnameSeenAt,
-    Cur::HostnameEventId,
-    Cur::AssetIpSeenAt,
-    Cur::AssetIpEventId,
-    Cur::DstIpSeenAt,
-    Cur::DstIpEventId,
-    Cur::DstPortSeenAt,
-    Cur::DstPortEventId,
-    Cur::ProtocolSeenAt,
-    Cur::ProtocolEventId,
-    Cur::ServiceNameSeenAt,
-    Cur::ServiceNameEventId,
-    Cur::ServiceProductSeenAt,
-    Cur::ServiceProductEventId,
-    Cur::ServiceVersionSeenAt,
-    Cur::ServiceVersionEventId,
-];
-
 /// Each optional detail with its provenance: `(value, seen_at, event_id)`,
 /// the timestamp and id of the event the value comes from (see `fold.rs`).
 pub(crate) const DETAIL_COLUMNS: [(Cur, Cur, Cur); 8] = [
@@ -276,12 +237,13 @@ pub(crate) fn create_stage_current() -> TableCreateStatement {
     current_like(StageCurrent::Table)
 }
 
-/// A temporary table with the columns of `exposures_current`, in
-/// [`CURRENT_COLUMNS`] order (the Appender fills columns by position).
+/// A temporary table with the columns of `exposures_current`, in the
+/// entity's order (`Column::iter()`), which is also the order of
+/// `columns::current` (the Appender fills columns by position).
 pub(crate) fn current_like(table: impl IntoIden) -> TableCreateStatement {
     let mut t = Table::create();
     t.table(table).temporary().if_not_exists();
-    for c in CURRENT_COLUMNS {
+    for c in Cur::iter() {
         t.col(match c {
             Cur::FirstSeen | Cur::LastSeen => timestamptz(c),
             Cur::RiskScore => ColumnDef::new(c).double().to_owned(),
@@ -445,7 +407,7 @@ pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_quer
     }
     let mut select = Query::select();
     select
-        .columns(CURRENT_COLUMNS.map(|c| (StageCurrent::Table, c)))
+        .columns(Cur::iter().map(|c| (StageCurrent::Table, c)))
         .from(StageCurrent::Table);
     if postgres {
         select
@@ -455,7 +417,7 @@ pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_quer
     let mut insert = Query::insert();
     insert
         .into_table(target)
-        .columns(CURRENT_COLUMNS)
+        .columns(Cur::iter())
         .select_from(select.to_owned())?
         .on_conflict(on_conflict.to_owned());
     if postgres {

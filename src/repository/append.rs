@@ -24,10 +24,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use md5::{Digest, Md5};
-use sea_orm::{ConnectionTrait, IdenStatic, Iterable, Statement};
+use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable, Statement};
 
 use super::check::IdList;
-use super::statements::{self, EVENT_KEY, StageIds, StageKeys};
+use super::statements::{self, EVENT_KEY, StageIds, StageKeys, StoredId};
 use crate::db::Session;
 use crate::entity::exposure_event;
 use crate::error::{Error, Result};
@@ -139,9 +139,9 @@ impl LogAppend {
             ))
             .await?
         {
-            let id: String = row.try_get("", "event_id")?;
-            if self.contains(&id, event_key(&id)) {
-                stored.insert(id);
+            let StoredId { event_id } = StoredId::from_query_result(&row, "")?;
+            if self.contains(&event_id, event_key(&event_id)) {
+                stored.insert(event_id);
             }
         }
         Ok(stored)

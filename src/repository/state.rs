@@ -19,12 +19,12 @@ use sea_orm::{ConnectionTrait, Statement};
 use sea_query::{Expr, ExprTrait, Func, Iden, Order, Query};
 use serde::Serialize;
 
-use super::statements::{DETAIL_COLUMNS, current_like, drop_temporary};
+use super::statements::{DETAIL_COLUMNS, StoredId, current_like, drop_temporary};
 use crate::db::Session;
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::{exposure_event, quarantined_file};
 use crate::error::Result;
-use sea_orm::{EntityName, IdenStatic, Iterable};
+use sea_orm::{DerivePartialModel, EntityName, FromQueryResult, IdenStatic, Iterable};
 
 /// How many duplicate ids or keys a report names at most.
 const DUPLICATES_SHOWN: u64 = 100;
@@ -109,6 +109,15 @@ impl DifferenceKind {
             Self::Differs => "differs",
         }
     }
+}
+
+/// A key of `exposures_current` read back by the names of its columns (a
+/// partial model of the entity).
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "exposure_current::Entity")]
+struct CurrentKey {
+    office_id: String,
+    exposure_id: String,
 }
 
 /// The temporary table `rebuild` computes the state into.
@@ -317,9 +326,10 @@ async fn differences(session: &Session, source: &str) -> Result<Vec<Difference>>
                 }
             }
         }
+        let key = CurrentKey::from_query_result(&row, "")?;
         out.push(Difference {
-            office_id: row.try_get("", "office_id")?,
-            exposure_id: row.try_get("", "exposure_id")?,
+            office_id: key.office_id,
+            exposure_id: key.exposure_id,
             kind,
             columns,
         });
@@ -399,20 +409,15 @@ pub(super) async fn verify(session: &Session) -> Result<VerifyReport> {
         .query_all(&ids)
         .await?
         .iter()
-        .map(|row| row.try_get::<String>("", "event_id"))
+        .map(|row| StoredId::from_query_result(row, "").map(|id| id.event_id))
         .collect::<Result<_, _>>()?;
     let keys = stored_twice(exposure_current::Entity, &[Cur::OfficeId, Cur::ExposureId]);
     let duplicate_keys = session
         .query_all(&keys)
         .await?
         .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("", "office_id")?,
-                row.try_get("", "exposure_id")?,
-            ))
-        })
-        .collect::<Result<_, sea_orm::DbErr>>()?;
+        .map(|row| CurrentKey::from_query_result(row, "").map(|k| (k.office_id, k.exposure_id)))
+        .collect::<Result<_, _>>()?;
 
     let state = format!("({})", state_from_log(session.engine()));
     Ok(VerifyReport {

@@ -11,7 +11,7 @@
 //! staged once per call for the lookup among the stored ids, and the
 //! folded current state (one row per key) is staged once per call.
 
-use sea_orm::{ColumnTrait, IdenStatic, Iterable};
+use sea_orm::{ColumnTrait, DerivePartialModel, IdenStatic, Iterable};
 use sea_query::{
     Alias, ColumnDef, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict, Order,
     Query, SelectStatement, Table, TableCreateStatement,
@@ -41,6 +41,14 @@ pub(crate) enum CheckIds {
 #[derive(Iden, Clone, Copy)]
 pub(crate) enum StageKeys {
     Table,
+}
+
+/// An event id read back from `exposure_events` (a partial model: the
+/// column and its name are the entity's).
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "exposure_event::Entity")]
+pub(crate) struct StoredId {
+    pub(crate) event_id: String,
 }
 
 /// `exposure_events.event_key` on DuckDB (migration 6; not an entity

@@ -24,11 +24,12 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use md5::{Digest, Md5};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, Iterable, Statement};
 
 use super::check::IdList;
-use super::statements::{self, EVENT_COLUMNS, EVENT_KEY, StageIds, StageKeys};
+use super::statements::{self, EVENT_KEY, StageIds, StageKeys, StoredId};
 use crate::db::Session;
+use crate::entity::exposure_event;
 use crate::error::{Error, Result};
 
 /// The upper 64 bits of the MD5 of `event_id`, as DuckDB computes them with
@@ -138,9 +139,9 @@ impl LogAppend {
             ))
             .await?
         {
-            let id: String = row.try_get("", "event_id")?;
-            if self.contains(&id, event_key(&id)) {
-                stored.insert(id);
+            let StoredId { event_id } = StoredId::from_query_result(&row, "")?;
+            if self.contains(&event_id, event_key(&event_id)) {
+                stored.insert(event_id);
             }
         }
         Ok(stored)
@@ -190,12 +191,11 @@ impl LogAppend {
 
 /// The names of the columns [`append_batch`] fills: those of the entity,
 /// then `event_key`.
-pub(super) fn append_columns() -> [&'static str; 21] {
-    let mut names = [EVENT_KEY; 21];
-    for (name, column) in names.iter_mut().zip(EVENT_COLUMNS) {
-        *name = sea_orm::IdenStatic::as_str(&column);
-    }
-    names
+pub(super) fn append_columns() -> Vec<&'static str> {
+    exposure_event::Column::iter()
+        .map(|c| c.as_str())
+        .chain([EVENT_KEY])
+        .collect()
 }
 
 /// Appends `batch` (events with their keys, built by `columns::events`) to

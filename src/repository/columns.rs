@@ -13,8 +13,12 @@ use duckdb::arrow::array::{
     UInt64Builder,
 };
 use duckdb::arrow::record_batch::RecordBatch;
+use sea_orm::{IdenStatic, Iterable};
 
-use super::fold::{Folded, Sourced};
+use super::fold::{Details, Folded, Sourced};
+use super::statements::EVENT_KEY;
+use crate::entity::exposure_current::Column as Cur;
+use crate::entity::exposure_event::Column as Ev;
 use crate::event::{ExposureEvent, RawJson};
 
 /// A text column.
@@ -56,8 +60,8 @@ fn batch(columns: Vec<(&'static str, ArrayRef)>) -> duckdb_adapter::Result<Recor
         .map_err(|e| duckdb_adapter::AdapterError::UnsupportedValue(e.to_string()))
 }
 
-/// The events with their keys, in the column order of
-/// `append::append_columns` (the entity's columns, then `event_key`).
+/// The events with their keys, as `append::append_columns` names them: a
+/// column per entity column, then `event_key`.
 ///
 /// # Errors
 /// None in practice (the columns are built to match).
@@ -65,44 +69,49 @@ pub(crate) fn events(
     events: &[ExposureEvent],
     keys: &[u64],
 ) -> duckdb_adapter::Result<RecordBatch> {
+    let mut columns: Vec<(&'static str, ArrayRef)> = Ev::iter()
+        .map(|c| (c.as_str(), event_column(events, c)))
+        .collect();
+    let mut event_keys = UInt64Builder::with_capacity(keys.len());
+    event_keys.append_slice(keys);
+    columns.push((EVENT_KEY, Arc::new(event_keys.finish())));
+    batch(columns)
+}
+
+/// The values of `column` for `events` (one match per column, then a typed
+/// loop over the rows).
+fn event_column(events: &[ExposureEvent], column: Ev) -> ArrayRef {
     let n = events.len();
     let all = || events.iter();
     let required = |f: fn(&ExposureEvent) -> &str| text(n, all().map(move |e| Some(f(e))));
     let optional = |f: fn(&ExposureEvent) -> Option<&String>| {
         text(n, all().map(move |e| f(e).map(String::as_str)))
     };
-    let payloads = text(
-        n,
-        all().map(|e| e.raw_payload_json.as_ref().map(RawJson::as_str)),
-    );
-    let mut event_keys = UInt64Builder::with_capacity(n);
-    event_keys.append_slice(keys);
-    batch(vec![
-        ("event_id", required(|e| &e.event_id)),
-        (
-            "timestamp",
-            timestamps(n, all().map(|e| Some(e.timestamp.timestamp_micros()))),
+    match column {
+        Ev::EventId => required(|e| &e.event_id),
+        Ev::Timestamp => timestamps(n, all().map(|e| Some(e.timestamp.timestamp_micros()))),
+        Ev::OfficeId => required(|e| &e.office_id),
+        Ev::AssetId => required(|e| &e.asset_id),
+        Ev::ExposureId => required(|e| &e.exposure_id),
+        Ev::ExposureClass => required(|e| &e.exposure_class),
+        Ev::EventAction => required(|e| e.event_action.as_str()),
+        Ev::Status => required(|e| e.status.as_str()),
+        Ev::Severity => required(|e| e.severity.as_str()),
+        Ev::RiskScore => doubles(n, all().map(|e| e.risk_score)),
+        Ev::Hostname => optional(|e| e.hostname.as_ref()),
+        Ev::AssetIp => optional(|e| e.asset_ip.as_ref()),
+        Ev::DstIp => optional(|e| e.dst_ip.as_ref()),
+        Ev::DstPort => integers(n, all().map(|e| e.dst_port)),
+        Ev::Protocol => optional(|e| e.protocol.as_ref()),
+        Ev::ServiceName => optional(|e| e.service_name.as_ref()),
+        Ev::ServiceProduct => optional(|e| e.service_product.as_ref()),
+        Ev::ServiceVersion => optional(|e| e.service_version.as_ref()),
+        Ev::ScanRunId => optional(|e| e.scan_run_id.as_ref()),
+        Ev::RawPayloadJson => text(
+            n,
+            all().map(|e| e.raw_payload_json.as_ref().map(RawJson::as_str)),
         ),
-        ("office_id", required(|e| &e.office_id)),
-        ("asset_id", required(|e| &e.asset_id)),
-        ("exposure_id", required(|e| &e.exposure_id)),
-        ("exposure_class", required(|e| &e.exposure_class)),
-        ("event_action", required(|e| e.event_action.as_str())),
-        ("status", required(|e| e.status.as_str())),
-        ("severity", required(|e| e.severity.as_str())),
-        ("risk_score", doubles(n, all().map(|e| e.risk_score))),
-        ("hostname", optional(|e| e.hostname.as_ref())),
-        ("asset_ip", optional(|e| e.asset_ip.as_ref())),
-        ("dst_ip", optional(|e| e.dst_ip.as_ref())),
-        ("dst_port", integers(n, all().map(|e| e.dst_port))),
-        ("protocol", optional(|e| e.protocol.as_ref())),
-        ("service_name", optional(|e| e.service_name.as_ref())),
-        ("service_product", optional(|e| e.service_product.as_ref())),
-        ("service_version", optional(|e| e.service_version.as_ref())),
-        ("scan_run_id", optional(|e| e.scan_run_id.as_ref())),
-        ("raw_payload_json", payloads),
-        ("event_key", Arc::new(event_keys.finish())),
-    ])
+    }
 }
 
 /// One `event_id` text column (the temporary id tables).
@@ -113,7 +122,7 @@ pub(crate) fn ids<'a>(
     rows: usize,
     ids: impl Iterator<Item = &'a str>,
 ) -> duckdb_adapter::Result<RecordBatch> {
-    batch(vec![("event_id", text(rows, ids.map(Some)))])
+    batch(vec![(Ev::EventId.as_str(), text(rows, ids.map(Some)))])
 }
 
 /// One `event_key` column (`stage_keys`).
@@ -123,94 +132,96 @@ pub(crate) fn ids<'a>(
 pub(crate) fn keys(keys: &[u64]) -> duckdb_adapter::Result<RecordBatch> {
     let mut column = UInt64Builder::with_capacity(keys.len());
     column.append_slice(keys);
-    batch(vec![("event_key", Arc::new(column.finish()))])
+    batch(vec![(EVENT_KEY, Arc::new(column.finish()))])
 }
 
-/// A detail's value, seen-at and event-id columns.
-fn detail<T: 'static>(
-    folded: &[Folded],
-    get: fn(&Folded) -> Option<&Sourced<T>>,
-    values: impl FnOnce(usize, Vec<Option<&T>>) -> ArrayRef,
-) -> [ArrayRef; 3] {
-    let n = folded.len();
-    let sourced = || folded.iter().map(get);
-    [
-        values(n, sourced().map(|d| d.map(|d| &d.value)).collect()),
-        timestamps(n, sourced().map(|d| d.map(|d| d.from.at))),
-        text(n, sourced().map(|d| d.map(|d| &*d.from.event_id))),
-    ]
+/// A text detail's values.
+fn detail_texts(folded: &[Folded], get: fn(&Details) -> Option<&Sourced<String>>) -> ArrayRef {
+    text(
+        folded.len(),
+        folded
+            .iter()
+            .map(|f| get(&f.details).map(|d| d.value.as_str())),
+    )
 }
 
-fn texts(n: usize, values: Vec<Option<&String>>) -> ArrayRef {
-    text(n, values.into_iter().map(|v| v.map(String::as_str)))
+/// When the event each row's detail comes from happened.
+fn seen_at<T>(folded: &[Folded], get: fn(&Details) -> Option<&Sourced<T>>) -> ArrayRef {
+    timestamps(
+        folded.len(),
+        folded.iter().map(|f| get(&f.details).map(|d| d.from.at)),
+    )
 }
 
-/// The folded rows, in `CURRENT_COLUMNS` order (the columns of
-/// `stage_current`).
+/// The id of the event each row's detail comes from.
+fn source_ids<T>(folded: &[Folded], get: fn(&Details) -> Option<&Sourced<T>>) -> ArrayRef {
+    text(
+        folded.len(),
+        folded
+            .iter()
+            .map(|f| get(&f.details).map(|d| &*d.from.event_id)),
+    )
+}
+
+/// The folded rows, a column per entity column: the columns of
+/// `stage_current`, in its order (`statements::current_like`).
 ///
 /// # Errors
 /// None in practice (the columns are built to match).
 pub(crate) fn current(folded: &[Folded]) -> duckdb_adapter::Result<RecordBatch> {
+    batch(
+        Cur::iter()
+            .map(|c| (c.as_str(), current_column(folded, c)))
+            .collect(),
+    )
+}
+
+/// The values of `column` for the folded rows (one match per column, then
+/// a typed loop over the rows).
+fn current_column(folded: &[Folded], column: Cur) -> ArrayRef {
     let n = folded.len();
     let all = || folded.iter();
     let required = |f: fn(&Folded) -> &str| text(n, all().map(move |r| Some(f(r))));
-    let [hostname, hostname_at, hostname_id] =
-        detail(folded, |f| f.details.hostname.as_ref(), texts);
-    let [asset_ip, asset_ip_at, asset_ip_id] =
-        detail(folded, |f| f.details.asset_ip.as_ref(), texts);
-    let [dst_ip, dst_ip_at, dst_ip_id] = detail(folded, |f| f.details.dst_ip.as_ref(), texts);
-    let [dst_port, dst_port_at, dst_port_id] = detail(
-        folded,
-        |f| f.details.dst_port.as_ref(),
-        |n, v| integers(n, v.into_iter().map(|p| p.copied())),
-    );
-    let [protocol, protocol_at, protocol_id] =
-        detail(folded, |f| f.details.protocol.as_ref(), texts);
-    let [name, name_at, name_id] = detail(folded, |f| f.details.service_name.as_ref(), texts);
-    let [product, product_at, product_id] =
-        detail(folded, |f| f.details.service_product.as_ref(), texts);
-    let [version, version_at, version_id] =
-        detail(folded, |f| f.details.service_version.as_ref(), texts);
-    batch(vec![
-        ("office_id", required(|r| &r.office_id)),
-        ("exposure_id", required(|r| &r.exposure_id)),
-        ("exposure_class", required(|r| &r.exposure_class)),
-        ("status", required(|r| r.status.as_str())),
-        ("severity", required(|r| r.severity.as_str())),
-        ("event_action", required(|r| r.event_action.as_str())),
-        ("risk_score", doubles(n, all().map(|r| r.risk_score))),
-        (
-            "first_seen",
-            timestamps(n, all().map(|r| Some(r.first_seen))),
+    match column {
+        Cur::OfficeId => required(|r| &r.office_id),
+        Cur::ExposureId => required(|r| &r.exposure_id),
+        Cur::ExposureClass => required(|r| &r.exposure_class),
+        Cur::Status => required(|r| r.status.as_str()),
+        Cur::Severity => required(|r| r.severity.as_str()),
+        Cur::EventAction => required(|r| r.event_action.as_str()),
+        Cur::RiskScore => doubles(n, all().map(|r| r.risk_score)),
+        Cur::FirstSeen => timestamps(n, all().map(|r| Some(r.first_seen))),
+        Cur::LastSeen => timestamps(n, all().map(|r| Some(r.last.at))),
+        Cur::AssetId => required(|r| &r.asset_id),
+        Cur::Hostname => detail_texts(folded, |d| d.hostname.as_ref()),
+        Cur::AssetIp => detail_texts(folded, |d| d.asset_ip.as_ref()),
+        Cur::DstIp => detail_texts(folded, |d| d.dst_ip.as_ref()),
+        Cur::DstPort => integers(
+            n,
+            all().map(|r| r.details.dst_port.as_ref().map(|p| p.value)),
         ),
-        ("last_seen", timestamps(n, all().map(|r| Some(r.last.at)))),
-        ("asset_id", required(|r| &r.asset_id)),
-        ("hostname", hostname),
-        ("asset_ip", asset_ip),
-        ("dst_ip", dst_ip),
-        ("dst_port", dst_port),
-        ("protocol", protocol),
-        ("service_name", name),
-        ("service_product", product),
-        ("service_version", version),
-        ("last_event_id", required(|r| &r.last.event_id)),
-        ("hostname_seen_at", hostname_at),
-        ("hostname_event_id", hostname_id),
-        ("asset_ip_seen_at", asset_ip_at),
-        ("asset_ip_event_id", asset_ip_id),
-        ("dst_ip_seen_at", dst_ip_at),
-        ("dst_ip_event_id", dst_ip_id),
-        ("dst_port_seen_at", dst_port_at),
-        ("dst_port_event_id", dst_port_id),
-        ("protocol_seen_at", protocol_at),
-        ("protocol_event_id", protocol_id),
-        ("service_name_seen_at", name_at),
-        ("service_name_event_id", name_id),
-        ("service_product_seen_at", product_at),
-        ("service_product_event_id", product_id),
-        ("service_version_seen_at", version_at),
-        ("service_version_event_id", version_id),
-    ])
+        Cur::Protocol => detail_texts(folded, |d| d.protocol.as_ref()),
+        Cur::ServiceName => detail_texts(folded, |d| d.service_name.as_ref()),
+        Cur::ServiceProduct => detail_texts(folded, |d| d.service_product.as_ref()),
+        Cur::ServiceVersion => detail_texts(folded, |d| d.service_version.as_ref()),
+        Cur::LastEventId => required(|r| &r.last.event_id),
+        Cur::HostnameSeenAt => seen_at(folded, |d| d.hostname.as_ref()),
+        Cur::HostnameEventId => source_ids(folded, |d| d.hostname.as_ref()),
+        Cur::AssetIpSeenAt => seen_at(folded, |d| d.asset_ip.as_ref()),
+        Cur::AssetIpEventId => source_ids(folded, |d| d.asset_ip.as_ref()),
+        Cur::DstIpSeenAt => seen_at(folded, |d| d.dst_ip.as_ref()),
+        Cur::DstIpEventId => source_ids(folded, |d| d.dst_ip.as_ref()),
+        Cur::DstPortSeenAt => seen_at(folded, |d| d.dst_port.as_ref()),
+        Cur::DstPortEventId => source_ids(folded, |d| d.dst_port.as_ref()),
+        Cur::ProtocolSeenAt => seen_at(folded, |d| d.protocol.as_ref()),
+        Cur::ProtocolEventId => source_ids(folded, |d| d.protocol.as_ref()),
+        Cur::ServiceNameSeenAt => seen_at(folded, |d| d.service_name.as_ref()),
+        Cur::ServiceNameEventId => source_ids(folded, |d| d.service_name.as_ref()),
+        Cur::ServiceProductSeenAt => seen_at(folded, |d| d.service_product.as_ref()),
+        Cur::ServiceProductEventId => source_ids(folded, |d| d.service_product.as_ref()),
+        Cur::ServiceVersionSeenAt => seen_at(folded, |d| d.service_version.as_ref()),
+        Cur::ServiceVersionEventId => source_ids(folded, |d| d.service_version.as_ref()),
+    }
 }
 
 /// A batch's column names, in order (for tests that hold them against the
@@ -228,8 +239,6 @@ pub(super) fn names(batch: &RecordBatch) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::statements::CURRENT_COLUMNS;
-    use sea_orm::IdenStatic;
 
     #[test]
     fn the_folded_batch_has_the_staging_columns_in_order() -> Result<(), Box<dyn std::error::Error>>
@@ -237,7 +246,9 @@ mod tests {
         let batch = current(&[])?;
         assert_eq!(
             names(&batch),
-            CURRENT_COLUMNS.map(|c| c.as_str().to_owned())
+            Cur::iter()
+                .map(|c| c.as_str().to_owned())
+                .collect::<Vec<_>>()
         );
         Ok(())
     }

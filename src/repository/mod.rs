@@ -683,15 +683,13 @@ async fn create_staging(session: &Session) -> Result<()> {
 
 /// Fills the (emptied) temporary staging table `table` with `rows` with
 /// multi-row inserts (PostgreSQL; DuckDB uses the Appender, see `stage.rs`).
-async fn stage_rows<const N: usize>(
+async fn stage_rows<R: stage::Row>(
     session: &Session,
     table: &'static str,
-    columns: [sea_query::DynIden; N],
-    rows: Vec<[sea_query::Value; N]>,
+    rows: Vec<R>,
 ) -> Result<()> {
     for batch in stage::postgres_batches(rows) {
-        let insert =
-            statements::insert_rows(Alias::new(table), columns.clone(), batch).map_err(internal)?;
+        let insert = statements::insert_rows(Alias::new(table), batch).map_err(internal)?;
         session.execute(&insert).await?;
     }
     Ok(())
@@ -710,10 +708,7 @@ async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<
     let candidates: Vec<usize> = (0..chunk.len())
         .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
         .collect();
-    let rows = candidates
-        .iter()
-        .map(|&i| stage::event_row(&chunk[i]))
-        .collect();
+    let rows = candidates.iter().map(|&i| &chunk[i]).collect();
     let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
     for batch in stage::postgres_batches(rows) {
         let insert = statements::insert_new_events(batch).map_err(internal)?;
@@ -777,26 +772,17 @@ async fn upsert_folded(session: &Session, staged: Staged) -> Result<UpsertedExpo
     session
         .execute(&statements::clear(StageCurrent::Table))
         .await?;
-    // PostgreSQL: in batches, each row built from (and replacing) its fold:
-    // a row of typed values takes several times the memory of the fold, and
-    // a file can touch 100k keys.
+    // PostgreSQL: in batches, each statement's typed values built from the
+    // folds as the statement is (`statements::insert_rows`): a row of typed
+    // values takes several times the memory of the fold, and a file can
+    // touch 100k keys.
     let mut folded = rows.into_iter();
     loop {
-        let rows: Vec<_> = folded
-            .by_ref()
-            .take(STAGE_BATCH)
-            .map(stage::current_row)
-            .collect();
+        let rows: Vec<_> = folded.by_ref().take(STAGE_BATCH).collect();
         if rows.is_empty() {
             break;
         }
-        stage_rows(
-            session,
-            "stage_current",
-            statements::stage_current_columns(),
-            rows,
-        )
-        .await?;
+        stage_rows(session, "stage_current", rows).await?;
     }
     merge_staged(session).await
 }

@@ -117,6 +117,9 @@ impl ExposureRepository {
     }
 }
 
+/// A row of [`count_by`]. Not a partial model of `exposures_current`: the
+/// column grouped by is chosen at run time and `n` is an aggregate, so
+/// neither field is a fixed column of the entity.
 #[derive(Debug, FromQueryResult)]
 struct KeyCount {
     key: String,

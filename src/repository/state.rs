@@ -19,12 +19,12 @@ use sea_orm::{ConnectionTrait, Statement};
 use sea_query::{Expr, ExprTrait, Func, Iden, Order, Query};
 use serde::Serialize;
 
-use super::statements::{CURRENT_COLUMNS, DETAIL_COLUMNS, current_like, drop_temporary};
+use super::statements::{DETAIL_COLUMNS, StoredId, current_like, drop_temporary};
 use crate::db::Session;
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::{exposure_event, quarantined_file};
 use crate::error::Result;
-use sea_orm::{EntityName, IdenStatic, Iterable};
+use sea_orm::{DerivePartialModel, EntityName, FromQueryResult, IdenStatic, Iterable};
 
 /// How many duplicate ids or keys a report names at most.
 const DUPLICATES_SHOWN: u64 = 100;
@@ -111,6 +111,15 @@ impl DifferenceKind {
     }
 }
 
+/// A key of `exposures_current` read back by the names of its columns (a
+/// partial model of the entity).
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "exposure_current::Entity")]
+struct CurrentKey {
+    office_id: String,
+    exposure_id: String,
+}
+
 /// The temporary table `rebuild` computes the state into.
 #[derive(Iden, Clone, Copy)]
 enum RebuiltCurrent {
@@ -125,6 +134,12 @@ fn q(name: impl AsRef<str>) -> String {
 /// A column's name.
 fn n(c: Cur) -> &'static str {
     c.as_str()
+}
+
+/// The columns of `exposures_current`, quoted, in the entity's order (the
+/// order of every `SELECT` list built here from `Cur::iter()`).
+fn current_columns() -> String {
+    Cur::iter().map(|c| q(n(c))).collect::<Vec<_>>().join(", ")
 }
 
 /// The column of `exposure_events` a current-state column is computed
@@ -166,7 +181,7 @@ pub(super) fn stage_state_of_appended(first_rowid: i64) -> Statement {
         "(SELECT * FROM {} WHERE rowid >= $1)",
         q(exposure_event::Entity.table_name())
     );
-    let columns = CURRENT_COLUMNS.map(|c| q(n(c))).join(", ");
+    let columns = current_columns();
     Statement::from_sql_and_values(
         sea_orm::DbBackend::Postgres,
         format!(
@@ -207,9 +222,8 @@ fn state_of(engine: Engine, events: &str) -> String {
             }
         }
     };
-    let columns: Vec<String> = CURRENT_COLUMNS
-        .iter()
-        .map(|&c| {
+    let columns: Vec<String> = Cur::iter()
+        .map(|c| {
             let expr = match c {
                 Cur::OfficeId | Cur::ExposureId => q(n(c)),
                 Cur::FirstSeen => format!("MIN({ts})"),
@@ -265,8 +279,7 @@ fn state_of(engine: Engine, events: &str) -> String {
 fn differences_sql(source: &str) -> String {
     let (office, exposure) = (q(n(Cur::OfficeId)), q(n(Cur::ExposureId)));
     let distinct = |c: Cur| format!("c.{0} IS DISTINCT FROM s.{0}", q(n(c)));
-    let compared: Vec<Cur> = CURRENT_COLUMNS
-        .into_iter()
+    let compared: Vec<Cur> = Cur::iter()
         .filter(|c| !matches!(c, Cur::OfficeId | Cur::ExposureId))
         .collect();
     let flags: Vec<String> = compared
@@ -304,7 +317,7 @@ async fn differences(session: &Session, source: &str) -> Result<Vec<Difference>>
         };
         let mut columns = Vec::new();
         if kind == DifferenceKind::Differs {
-            for c in CURRENT_COLUMNS {
+            for c in Cur::iter() {
                 if matches!(c, Cur::OfficeId | Cur::ExposureId) {
                     continue;
                 }
@@ -313,9 +326,10 @@ async fn differences(session: &Session, source: &str) -> Result<Vec<Difference>>
                 }
             }
         }
+        let key = CurrentKey::from_query_result(&row, "")?;
         out.push(Difference {
-            office_id: row.try_get("", "office_id")?,
-            exposure_id: row.try_get("", "exposure_id")?,
+            office_id: key.office_id,
+            exposure_id: key.exposure_id,
             kind,
             columns,
         });
@@ -395,20 +409,15 @@ pub(super) async fn verify(session: &Session) -> Result<VerifyReport> {
         .query_all(&ids)
         .await?
         .iter()
-        .map(|row| row.try_get::<String>("", "event_id"))
+        .map(|row| StoredId::from_query_result(row, "").map(|id| id.event_id))
         .collect::<Result<_, _>>()?;
     let keys = stored_twice(exposure_current::Entity, &[Cur::OfficeId, Cur::ExposureId]);
     let duplicate_keys = session
         .query_all(&keys)
         .await?
         .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("", "office_id")?,
-                row.try_get("", "exposure_id")?,
-            ))
-        })
-        .collect::<Result<_, sea_orm::DbErr>>()?;
+        .map(|row| CurrentKey::from_query_result(row, "").map(|k| (k.office_id, k.exposure_id)))
+        .collect::<Result<_, _>>()?;
 
     let state = format!("({})", state_from_log(session.engine()));
     Ok(VerifyReport {
@@ -430,7 +439,7 @@ pub(super) async fn rebuild(session: &Session) -> Result<RebuildReport> {
         .execute(&current_like(RebuiltCurrent::Table))
         .await?;
     let rebuilt = q(RebuiltCurrent::Table.to_string());
-    let columns = CURRENT_COLUMNS.map(|c| q(n(c))).join(", ");
+    let columns = current_columns();
     session
         .execute_raw(Statement::from_string(
             backend,
@@ -453,19 +462,17 @@ pub(super) async fn rebuild(session: &Session) -> Result<RebuildReport> {
 /// Makes `exposures_current` equal the state in `rebuilt`.
 async fn replace_differences(session: &Session, rebuilt: &str) -> Result<()> {
     let backend = session.get_database_backend();
-    let columns = CURRENT_COLUMNS.map(|c| q(n(c))).join(", ");
+    let columns = current_columns();
     // In place: rows that differ are updated, missing ones inserted, and
     // rows without events deleted (no delete-and-reinsert of stored keys,
     // which DuckDB 2.0.0 does not survive; see the README).
     let current = q(exposure_current::Entity.table_name());
     let (office, exposure) = (q(n(Cur::OfficeId)), q(n(Cur::ExposureId)));
-    let assignments: Vec<String> = CURRENT_COLUMNS
-        .into_iter()
+    let assignments: Vec<String> = Cur::iter()
         .filter(|c| !matches!(c, Cur::OfficeId | Cur::ExposureId))
         .map(|c| format!("{0} = excluded.{0}", q(n(c))))
         .collect();
-    let differs: Vec<String> = CURRENT_COLUMNS
-        .into_iter()
+    let differs: Vec<String> = Cur::iter()
         .filter(|c| !matches!(c, Cur::OfficeId | Cur::ExposureId))
         .map(|c| format!("{current}.{0} IS DISTINCT FROM excluded.{0}", q(n(c))))
         .collect();
@@ -513,7 +520,7 @@ mod tests {
     fn the_state_statements_name_every_current_column_once() {
         for engine in [Engine::DuckDb, Engine::Postgres] {
             let sql = state_from_log(engine);
-            for c in CURRENT_COLUMNS {
+            for c in Cur::iter() {
                 let alias = format!(" AS {},", q(n(c)));
                 let last = format!(" AS {} FROM", q(n(c)));
                 assert_eq!(

@@ -11,14 +11,16 @@
 //! staged once per call for the lookup among the stored ids, and the
 //! folded current state (one row per key) is staged once per call.
 
-use sea_orm::{ColumnTrait, IdenStatic};
+use sea_orm::{ColumnTrait, DerivePartialModel, IdenStatic, Iterable};
 use sea_query::{
-    Alias, ColumnDef, DynIden, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict,
-    Order, Query, SelectStatement, Table, TableCreateStatement, Value,
+    Alias, ColumnDef, Expr, ExprTrait, Func, Iden, InsertStatement, IntoIden, OnConflict, Order,
+    Query, SelectStatement, Table, TableCreateStatement,
 };
 
+use super::stage::Row;
 use crate::entity::exposure_current::{self, Column as Cur};
 use crate::entity::exposure_event::{self, Column as Ev};
+use crate::event::ExposureEvent;
 
 /// Event ids a DuckDB unit of work appended and found stored already,
 /// whose rows it removes again (`append.rs`).
@@ -41,6 +43,14 @@ pub(crate) enum StageKeys {
     Table,
 }
 
+/// An event id read back from `exposure_events` (a partial model: the
+/// column and its name are the entity's).
+#[derive(Debug, DerivePartialModel)]
+#[sea_orm(entity = "exposure_event::Entity")]
+pub(crate) struct StoredId {
+    pub(crate) event_id: String,
+}
+
 /// `exposure_events.event_key` on DuckDB (migration 6; not an entity
 /// column: PostgreSQL has no such column).
 pub(crate) const EVENT_KEY: &str = "event_key";
@@ -58,69 +68,6 @@ pub(crate) enum StageStored {
     Table,
     Rid,
 }
-
-/// Columns of `exposure_events`, in the Appender's order.
-pub(crate) const EVENT_COLUMNS: [Ev; 20] = [
-    Ev::EventId,
-    Ev::Timestamp,
-    Ev::OfficeId,
-    Ev::AssetId,
-    Ev::ExposureId,
-    Ev::ExposureClass,
-    Ev::EventAction,
-    Ev::Status,
-    Ev::Severity,
-    Ev::RiskScore,
-    Ev::Hostname,
-    Ev::AssetIp,
-    Ev::DstIp,
-    Ev::DstPort,
-    Ev::Protocol,
-    Ev::ServiceName,
-    Ev::ServiceProduct,
-    Ev::ServiceVersion,
-    Ev::ScanRunId,
-    Ev::RawPayloadJson,
-];
-
-/// Columns of `exposures_current`, in staging and insert order.
-pub(crate) const CURRENT_COLUMNS: [Cur; 35] = [
-    Cur::OfficeId,
-    Cur::ExposureId,
-    Cur::ExposureClass,
-    Cur::Status,
-    Cur::Severity,
-    Cur::EventAction,
-    Cur::RiskScore,
-    Cur::FirstSeen,
-    Cur::LastSeen,
-    Cur::AssetId,
-    Cur::Hostname,
-    Cur::AssetIp,
-    Cur::DstIp,
-    Cur::DstPort,
-    Cur::Protocol,
-    Cur::ServiceName,
-    Cur::ServiceProduct,
-    Cur::ServiceVersion,
-    Cur::LastEventId,
-    Cur::HostnameSeenAt,
-    Cur::HostnameEventId,
-    Cur::AssetIpSeenAt,
-    Cur::AssetIpEventId,
-    Cur::DstIpSeenAt,
-    Cur::DstIpEventId,
-    Cur::DstPortSeenAt,
-    Cur::DstPortEventId,
-    Cur::ProtocolSeenAt,
-    Cur::ProtocolEventId,
-    Cur::ServiceNameSeenAt,
-    Cur::ServiceNameEventId,
-    Cur::ServiceProductSeenAt,
-    Cur::ServiceProductEventId,
-    Cur::ServiceVersionSeenAt,
-    Cur::ServiceVersionEventId,
-];
 
 /// Each optional detail with its provenance: `(value, seen_at, event_id)`,
 /// the timestamp and id of the event the value comes from (see `fold.rs`).
@@ -306,12 +253,13 @@ pub(crate) fn create_stage_current() -> TableCreateStatement {
     current_like(StageCurrent::Table)
 }
 
-/// A temporary table with the columns of `exposures_current`, in
-/// [`CURRENT_COLUMNS`] order (the Appender fills columns by position).
+/// A temporary table with the columns of `exposures_current`, in the
+/// entity's order (`Column::iter()`), which is also the order of
+/// `columns::current` (the Appender fills columns by position).
 pub(crate) fn current_like(table: impl IntoIden) -> TableCreateStatement {
     let mut t = Table::create();
     t.table(table).temporary().if_not_exists();
-    for c in CURRENT_COLUMNS {
+    for c in Cur::iter() {
         t.col(match c {
             Cur::FirstSeen | Cur::LastSeen => timestamptz(c),
             Cur::RiskScore => ColumnDef::new(c).double().to_owned(),
@@ -329,20 +277,27 @@ pub(crate) fn current_like(table: impl IntoIden) -> TableCreateStatement {
 }
 
 /// `INSERT INTO table (columns) VALUES (...), (...)`: one multi-row insert
-/// (the PostgreSQL bulk path; every value is bound).
+/// of `rows` into the columns of their entity (the PostgreSQL bulk path;
+/// every value is bound, through the entity's casts: `save_as`, the
+/// payload's text to `json`). Each value is asked for by the column it goes
+/// to, from the one list that is also the insert's column list.
 ///
 /// # Errors
-/// Only if a row's length disagrees with the columns (impossible with
-/// arrays of the same `N`).
-pub(crate) fn insert_rows<const N: usize>(
+/// Only if a row's length disagrees with the columns (impossible: both are
+/// that list).
+pub(crate) fn insert_rows<R: Row>(
     table: impl IntoIden,
-    columns: [DynIden; N],
-    rows: Vec<[Value; N]>,
+    rows: Vec<R>,
 ) -> Result<InsertStatement, sea_query::error::Error> {
+    let columns: Vec<R::Column> = R::Column::iter().collect();
     let mut insert = Query::insert();
-    insert.into_table(table).columns(columns);
+    insert.into_table(table).columns(columns.iter().copied());
     for row in rows {
-        insert.values(row.map(Expr::val))?;
+        insert.values(
+            columns
+                .iter()
+                .map(|&column| column.save_as(Expr::val(row.value(column)))),
+        )?;
     }
     Ok(insert)
 }
@@ -358,31 +313,13 @@ pub(crate) fn insert_rows<const N: usize>(
 /// # Errors
 /// As [`insert_rows`].
 pub(crate) fn insert_new_events(
-    rows: Vec<[Value; 20]>,
+    rows: Vec<&ExposureEvent>,
 ) -> Result<InsertStatement, sea_query::error::Error> {
-    let mut insert = Query::insert();
-    insert
-        .into_table(exposure_event::Entity)
-        .columns(EVENT_COLUMNS);
-    for row in rows {
-        // `save_as`: the entity's casts (the payload's text to `json`).
-        insert.values(
-            EVENT_COLUMNS
-                .iter()
-                .zip(row)
-                .map(|(column, value)| column.save_as(Expr::val(value))),
-        )?;
-    }
+    let mut insert = insert_rows(exposure_event::Entity, rows)?;
     insert
         .on_conflict(OnConflict::column(Ev::EventId).do_nothing().to_owned())
         .returning_col(Ev::EventId);
     Ok(insert)
-}
-
-/// The columns of `stage_current`, in the order its rows are built
-/// (`stage.rs`).
-pub(crate) fn stage_current_columns() -> [DynIden; 35] {
-    CURRENT_COLUMNS.map(IntoIden::into_iden)
 }
 
 /// `DROP TABLE IF EXISTS table`: a staging table at the end of its unit of
@@ -509,7 +446,7 @@ pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_quer
     }
     let mut select = Query::select();
     select
-        .columns(CURRENT_COLUMNS.map(|c| (StageCurrent::Table, c)))
+        .columns(Cur::iter().map(|c| (StageCurrent::Table, c)))
         .from(StageCurrent::Table);
     if postgres {
         select
@@ -519,7 +456,7 @@ pub(crate) fn upsert_current(postgres: bool) -> Result<InsertStatement, sea_quer
     let mut insert = Query::insert();
     insert
         .into_table(target)
-        .columns(CURRENT_COLUMNS)
+        .columns(Cur::iter())
         .select_from(select.to_owned())?
         .on_conflict(on_conflict.to_owned());
     if postgres {
@@ -562,12 +499,12 @@ pub(crate) fn copy_stored_of_staged() -> Result<InsertStatement, sea_query::erro
         .to_owned();
     let select = Query::select()
         .expr(Expr::col(Alias::new("rowid")))
-        .columns(CURRENT_COLUMNS)
+        .columns(Cur::iter())
         .from(exposure_current::Entity)
         .and_where(Expr::col(Alias::new("rowid")).in_subquery(matched))
         .to_owned();
-    let columns = std::iter::once(StageStored::Rid.into_iden())
-        .chain(CURRENT_COLUMNS.map(IntoIden::into_iden));
+    let columns =
+        std::iter::once(StageStored::Rid.into_iden()).chain(Cur::iter().map(IntoIden::into_iden));
     Ok(Query::insert()
         .into_table(StageStored::Table)
         .columns(columns)
@@ -671,13 +608,13 @@ pub(crate) fn insert_unstored() -> Result<InsertStatement, sea_query::error::Err
         .and_where(same_key(StageStored::Table, StageCurrent::Table))
         .to_owned();
     let select = Query::select()
-        .columns(CURRENT_COLUMNS.map(|c| (StageCurrent::Table, c)))
+        .columns(Cur::iter().map(|c| (StageCurrent::Table, c)))
         .from(StageCurrent::Table)
         .and_where(Expr::exists(stored).not())
         .to_owned();
     Ok(Query::insert()
         .into_table(exposure_current::Entity)
-        .columns(CURRENT_COLUMNS)
+        .columns(Cur::iter())
         .select_from(select)?
         .to_owned())
 }
@@ -685,7 +622,7 @@ pub(crate) fn insert_unstored() -> Result<InsertStatement, sea_query::error::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_query::PostgresQueryBuilder;
+    use sea_query::{PostgresQueryBuilder, Value};
 
     #[test]
     fn the_upsert_merges_by_provenance_and_binds_nothing() -> Result<(), sea_query::error::Error> {

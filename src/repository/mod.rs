@@ -41,7 +41,9 @@
 mod append;
 mod check;
 mod columns;
+mod duckdb_writer;
 mod fold;
+mod postgres_writer;
 mod queries;
 mod stage;
 mod state;
@@ -57,15 +59,14 @@ pub use types::{
     UpsertedExposures,
 };
 
-use std::collections::HashSet;
-
 use duckdb::arrow::record_batch::RecordBatch;
 use infra::Engine;
 use sea_orm::ConnectionTrait;
-use sea_query::Alias;
 
 use self::append::LogAppend;
+use self::duckdb_writer::{append_to_log, log_new_events, spawn_append};
 use self::fold::Folder;
+use self::postgres_writer::{insert_chunk, stage_rows};
 use self::statements::{StageCurrent, StageIds, StageKeys};
 use crate::db::Session;
 use crate::error::{Error, Result};
@@ -553,89 +554,6 @@ impl Ingestion<'_> {
     }
 }
 
-/// Events of a chunk not appended before in the unit of work, with their
-/// keys, positions in the chunk and, when they are the whole chunk, its
-/// prepared record batch.
-#[derive(Debug, Default)]
-struct NewEvents {
-    events: Vec<ExposureEvent>,
-    keys: Vec<u64>,
-    positions: Vec<usize>,
-    batch: Option<RecordBatch>,
-}
-
-impl NewEvents {
-    /// The record batch to append (the prepared one, or one built from the
-    /// events kept) and the events.
-    fn into_parts(self) -> Result<(RecordBatch, Vec<ExposureEvent>)> {
-        let batch = match self.batch {
-            Some(batch) => batch,
-            None => columns::events(&self.events, &self.keys)?,
-        };
-        Ok((batch, self.events))
-    }
-}
-
-/// Keeps the events of `chunk` whose ids `log` has not appended yet (and
-/// records them as appended).
-fn log_new_events(log: &mut LogAppend, chunk: PreparedChunk) -> NewEvents {
-    let PreparedChunk {
-        events,
-        keys,
-        batch,
-    } = chunk;
-    let read = events.len();
-    let mut new = NewEvents::default();
-    for (position, e) in events.into_iter().enumerate() {
-        let key = keys
-            .get(position)
-            .copied()
-            .unwrap_or_else(|| append::event_key(&e.event_id));
-        if log.admit(&e.event_id, key) {
-            new.events.push(e);
-            new.keys.push(key);
-            new.positions.push(position);
-        }
-    }
-    // A batch holds the whole chunk; with events left out it is rebuilt.
-    new.batch = batch.filter(|_| new.events.len() == read);
-    new
-}
-
-/// Appends `batch` (events and their keys) to `exposure_events` (DuckDB).
-async fn append_to_log(session: &Session, batch: RecordBatch) -> Result<()> {
-    let Some(duckdb) = session.duckdb() else {
-        return Err(Error::Internal(
-            "the DuckDB append ran on PostgreSQL".into(),
-        ));
-    };
-    duckdb
-        .with_raw(move |conn| append::append_batch(conn, batch))
-        .await?;
-    Ok(())
-}
-
-/// As [`append_to_log`], as a task of its own, inside `transaction` only:
-/// statements sent on the session meanwhile may run before it, so the
-/// caller awaits it before its next statement.
-fn spawn_append(
-    session: &Session,
-    transaction: Option<duckdb_adapter::Transaction>,
-    batch: RecordBatch,
-) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let (Some(duckdb), Some(transaction)) = (session.duckdb(), transaction) else {
-        return Err(Error::Internal(
-            "an append to the log ran outside a DuckDB unit of work".into(),
-        ));
-    };
-    let conn = duckdb.clone();
-    Ok(tokio::spawn(async move {
-        conn.with_raw_in(transaction, move |conn| append::append_batch(conn, batch))
-            .await?;
-        Ok(())
-    }))
-}
-
 /// Prepares a unit of work to write events: on DuckDB, takes the write
 /// turn, creates the staging tables and starts a [`LogAppend`] (returned);
 /// on PostgreSQL creates the staging table (`None`).
@@ -677,50 +595,9 @@ async fn create_staging(session: &Session) -> Result<()> {
     Ok(())
 }
 
-/// Fills the (emptied) temporary staging table `table` with `rows` with
-/// multi-row inserts (PostgreSQL; DuckDB uses the Appender, see `stage.rs`).
-async fn stage_rows<const N: usize>(
-    session: &Session,
-    table: &'static str,
-    columns: [sea_query::DynIden; N],
-    rows: Vec<[sea_query::Value; N]>,
-) -> Result<()> {
-    for batch in stage::postgres_batches(rows) {
-        let insert =
-            statements::insert_rows(Alias::new(table), columns.clone(), batch).map_err(internal)?;
-        session.execute(&insert).await?;
-    }
-    Ok(())
-}
-
 /// A statement that could not be built: a bug, not a database error.
 fn internal(e: sea_query::error::Error) -> Error {
     Error::Internal(e.to_string())
-}
-
-/// Writes the chunk's events that are not stored yet to `exposure_events`
-/// (PostgreSQL, where the insert itself says which ids were new); returns
-/// their positions within the chunk.
-async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<usize>> {
-    let mut seen: HashSet<&str> = HashSet::with_capacity(chunk.len());
-    let candidates: Vec<usize> = (0..chunk.len())
-        .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
-        .collect();
-    let rows = candidates
-        .iter()
-        .map(|&i| stage::event_row(&chunk[i]))
-        .collect();
-    let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
-    for batch in stage::postgres_batches(rows) {
-        let insert = statements::insert_new_events(batch).map_err(internal)?;
-        for row in session.query_all(&insert).await? {
-            inserted.insert(row.try_get("", "event_id")?);
-        }
-    }
-    Ok(candidates
-        .into_iter()
-        .filter(|&i| inserted.contains(&chunk[i].event_id))
-        .collect())
 }
 
 /// The folded rows, ready to be staged by [`upsert_folded`].

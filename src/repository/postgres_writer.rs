@@ -17,7 +17,7 @@ use crate::db::Session;
 use crate::error::Result;
 use crate::event::ExposureEvent;
 
-/// Folded rows staged per batch (see [`upsert_folded`]).
+/// Folded rows staged per batch (see [`PostgresWriter::upsert_folded`]).
 const STAGE_BATCH: usize = 5_000;
 
 /// Writes events on PostgreSQL, for one call of the repository.

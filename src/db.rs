@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions};
+use duckdb_adapter::{DuckDbConnection, Instance, InstanceOptions, Refusal};
 use infra::{Config, Engine, redact_url};
 use migration::MigratorTrait;
 use migration::commands::{MigrateCommand, MigrationState};
@@ -346,7 +346,7 @@ impl Database {
             }
             Inner::Postgres(pg) => SessionConn::Postgres {
                 txn: Some(pg.pool.begin().await?),
-                failed: Mutex::new(None),
+                failed: Mutex::default(),
             },
         };
         Ok(Session { conn })
@@ -544,9 +544,10 @@ enum SessionConn {
     Postgres {
         /// Taken by commit and rollback; dropping it rolls back.
         txn: Option<DatabaseTransaction>,
-        /// Why the transaction must not be committed: the first statement
-        /// that failed, or a reason given to [`Session::poison`].
-        failed: Mutex<Option<String>>,
+        /// Why the transaction must not be committed, once it must not: the
+        /// first statement that failed, or a reason given to
+        /// [`Session::poison`] (as the DuckDB adapter's connection keeps it).
+        failed: Mutex<Refusal>,
     },
 }
 
@@ -564,17 +565,16 @@ impl Session {
             }
             SessionConn::Postgres { txn, failed } => {
                 let txn = txn.take().ok_or_else(closed)?;
-                let failed = failed
+                let refused = failed
                     .get_mut()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                match failed {
-                    Some(reason) => {
+                    .check();
+                match refused {
+                    Err(refused) => {
                         txn.rollback().await?;
-                        // The DuckDB adapter's refusal, word for word.
-                        Err(duckdb_adapter::AdapterError::TransactionAborted(reason).into())
+                        Err(refused.into())
                     }
-                    None => Ok(txn.commit().await?),
+                    Ok(()) => Ok(txn.commit().await?),
                 }
             }
         }
@@ -626,7 +626,7 @@ impl Session {
                 failed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert_with(|| reason.to_owned());
+                    .poison(reason);
             }
         }
     }
@@ -668,7 +668,7 @@ impl Session {
             failed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert_with(|| duckdb_adapter::failed_statement(e));
+                .statement_failed(e);
         }
         result
     }

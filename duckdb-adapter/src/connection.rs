@@ -28,7 +28,7 @@ use sea_orm::{
 };
 
 use crate::convert::{ColumnKind, from_duckdb, to_duckdb};
-use crate::error::{AdapterError, Result};
+use crate::error::{AdapterError, Refusal, Result};
 use crate::instance::Health;
 
 /// Prepared statements kept per connection: the repository issues a few
@@ -40,8 +40,9 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 enum TxnState {
     /// Autocommit: each statement is its own transaction.
     Idle,
-    /// Inside `BEGIN`; `failed` holds the first error of the transaction.
-    Active { failed: Option<String> },
+    /// Inside `BEGIN`; `failed` says why it must not be committed, once
+    /// it must not.
+    Active { failed: Refusal },
 }
 
 #[derive(Debug)]
@@ -67,13 +68,8 @@ impl State {
         if e.is_engine_failure() {
             self.health.fail(&e.to_string());
         }
-        if let TxnState::Active { failed } = &mut self.txn
-            && failed.is_none()
-        {
-            *failed = Some(match e {
-                AdapterError::Poisoned(reason) => reason.clone(),
-                e => crate::error::failed_statement(e),
-            });
+        if let TxnState::Active { failed } = &mut self.txn {
+            failed.statement_failed(e);
         }
     }
 
@@ -91,10 +87,8 @@ impl State {
 
     fn refuse_if_aborted(&self) -> Result<()> {
         match &self.txn {
-            TxnState::Active {
-                failed: Some(first),
-            } => Err(AdapterError::TransactionAborted(first.clone())),
-            _ => Ok(()),
+            TxnState::Active { failed } => failed.check(),
+            TxnState::Idle => Ok(()),
         }
     }
 }
@@ -303,7 +297,9 @@ impl DuckDbConnection {
                 ));
             }
             state.conn.execute_batch("BEGIN TRANSACTION")?;
-            state.txn = TxnState::Active { failed: None };
+            state.txn = TxnState::Active {
+                failed: Refusal::default(),
+            };
             state.begun += 1;
             Ok(())
         })
@@ -359,9 +355,9 @@ impl DuckDbConnection {
     /// outside any statement, that committing would store something
     /// inconsistent. A no-op without an open transaction.
     pub fn poison(&self, reason: &str) {
-        let mut state = Self::lock(&self.state);
-        let failed: Result<()> = Err(AdapterError::Poisoned(reason.to_owned()));
-        state.note(&failed);
+        if let TxnState::Active { failed } = &mut Self::lock(&self.state).txn {
+            failed.poison(reason);
+        }
     }
 
     /// Whether a transaction is open on this connection.
@@ -401,38 +397,36 @@ fn give_back_threads(state: &mut State) {
 }
 
 fn commit_inner(state: &mut State) -> Result<()> {
-    match std::mem::replace(&mut state.txn, TxnState::Idle) {
-        TxnState::Idle => Err(AdapterError::TransactionState(
+    let TxnState::Active { failed } = std::mem::replace(&mut state.txn, TxnState::Idle) else {
+        return Err(AdapterError::TransactionState(
             "COMMIT without an open transaction",
-        )),
-        TxnState::Active {
-            failed: Some(first),
-        } => {
-            // DuckDB would answer COMMIT with success and roll back: refuse.
-            if let Err(e) = state.conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "rollback of an aborted transaction failed");
-            }
-            Err(AdapterError::TransactionAborted(first))
+        ));
+    };
+    if let Err(refused) = failed.check() {
+        // DuckDB would answer COMMIT with success and roll back: refuse.
+        if let Err(e) = state.conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rollback of an aborted transaction failed");
         }
-        TxnState::Active { failed: None } => match state.conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains(DURABLE_COMMIT) => {
-                // DuckDB committed (the WAL holds the transaction) and then
-                // failed its automatic checkpoint, which invalidated the
-                // instance: the commit stands, the instance is replaced.
-                state.health.fail(&e.to_string());
-                Ok(())
-            }
-            Err(e) => {
-                // A failed COMMIT leaves nothing committed, but the instance
-                // was seen to store the failed transaction's rows in the next
-                // one's place: it must not be used again.
-                let _ = state.conn.execute_batch("ROLLBACK");
-                let e = AdapterError::CommitFailed(e);
-                state.health.fail(&e.to_string());
-                Err(e)
-            }
-        },
+        return Err(refused);
+    }
+    match state.conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains(DURABLE_COMMIT) => {
+            // DuckDB committed (the WAL holds the transaction) and then
+            // failed its automatic checkpoint, which invalidated the
+            // instance: the commit stands, the instance is replaced.
+            state.health.fail(&e.to_string());
+            Ok(())
+        }
+        Err(e) => {
+            // A failed COMMIT leaves nothing committed, but the instance
+            // was seen to store the failed transaction's rows in the next
+            // one's place: it must not be used again.
+            let _ = state.conn.execute_batch("ROLLBACK");
+            let e = AdapterError::CommitFailed(e);
+            state.health.fail(&e.to_string());
+            Err(e)
+        }
     }
 }
 

@@ -41,9 +41,6 @@ pub enum AdapterError {
     /// A transaction was misused (a nested BEGIN, a COMMIT without BEGIN).
     #[error("transaction misuse: {0}")]
     TransactionState(&'static str),
-    /// The caller declared the transaction unfit to commit.
-    #[error("{0}")]
-    Poisoned(String),
     /// The blocking task that ran a DuckDB call panicked or was cancelled.
     #[error("DuckDB worker task failed: {0}")]
     Worker(String),
@@ -131,10 +128,43 @@ pub fn error_kind(err: &DbErr) -> ErrorKind {
     classify_message(message)
 }
 
-/// Why a unit of work whose statement failed with `error` is not committed,
-/// in the words of both engines' refusal (the DuckDB adapter's and
-/// exposure-store's for PostgreSQL): "transaction rolled back: " and this.
-pub fn failed_statement(error: &impl std::fmt::Display) -> String {
+/// Why a unit of work must not be committed, once it must not: the first
+/// of its statements that failed, or the first reason given to poison it.
+/// The units of work of both engines keep one (the DuckDB adapter's
+/// connection, and exposure-store's session on PostgreSQL), so both refuse
+/// a commit in the same words: "transaction rolled back: " and the reason
+/// ([`AdapterError::TransactionAborted`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusal(Option<String>);
+
+impl Refusal {
+    /// Records that a statement failed with `error`, unless a reason is
+    /// recorded already.
+    pub fn statement_failed(&mut self, error: &impl std::fmt::Display) {
+        self.0.get_or_insert_with(|| failed_statement(error));
+    }
+
+    /// Records `reason`, from a caller that found, outside any statement,
+    /// that committing would store something inconsistent; unless a reason
+    /// is recorded already.
+    pub fn poison(&mut self, reason: &str) {
+        self.0.get_or_insert_with(|| reason.to_owned());
+    }
+
+    /// Whether the unit of work may be committed.
+    ///
+    /// # Errors
+    /// [`AdapterError::TransactionAborted`] with the recorded reason.
+    pub fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(reason) => Err(AdapterError::TransactionAborted(reason.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The reason a [`Refusal`] gives for a statement that failed with `error`.
+fn failed_statement(error: &impl std::fmt::Display) -> String {
     format!("a statement of this unit of work failed: {error}")
 }
 
@@ -185,5 +215,30 @@ mod tests {
         assert_eq!(classify_message(internal), ErrorKind::EngineFailed);
         let oom = AdapterError::CommitFailed(duckdb::Error::ExecuteReturnedResults);
         assert!(oom.is_engine_failure());
+    }
+
+    #[test]
+    fn a_refusal_gives_its_first_reason() {
+        let mut failed = Refusal::default();
+        assert!(failed.check().is_ok());
+        failed.statement_failed(&"Parser Error: syntax error");
+        failed.poison("too late");
+        let refused = failed.check().map_err(|e| e.to_string());
+        assert_eq!(
+            refused,
+            Err(
+                "transaction rolled back: a statement of this unit of work failed: \
+                 Parser Error: syntax error"
+                    .to_owned()
+            )
+        );
+        let mut poisoned = Refusal::default();
+        poisoned.poison("half written");
+        poisoned.statement_failed(&"Parser Error: syntax error");
+        let refused = poisoned.check().map_err(|e| e.to_string());
+        assert_eq!(
+            refused,
+            Err("transaction rolled back: half written".to_owned())
+        );
     }
 }

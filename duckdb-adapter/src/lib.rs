@@ -37,6 +37,6 @@ mod proxy;
 pub use connection::{DuckDbConnection, Transaction};
 pub use convert::{into_duckdb, to_duckdb};
 pub use duckdb;
-pub use error::{AdapterError, ErrorKind, Result, classify_message, error_kind, failed_statement};
+pub use error::{AdapterError, ErrorKind, Refusal, Result, classify_message, error_kind};
 pub use instance::{Instance, InstanceOptions, ensure_parent_dir};
 pub use proxy::{ProxyGuard, database_connection};

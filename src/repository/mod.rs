@@ -29,20 +29,26 @@
 //! (office_id, exposure_id) DO UPDATE SET ...` that compares provenance
 //! (`statements::upsert_current`): each key is written once per call, in
 //! place. (DuckDB merges a batch of up to 20,000 keys by the same rule in
-//! a few statements that read and write less: see [`merge_small`].) Concurrent PostgreSQL writers need no locks beyond the row locks
-//! of that statement. (On DuckDB, `exposures_current` has no secondary
+//! a few statements that read and write less: see
+//! `duckdb_writer::merge_small`.) Concurrent PostgreSQL writers need no
+//! locks beyond the row locks of that statement. (On DuckDB, `exposures_current` has no secondary
 //! index, so the update changes no indexed column: see migration
 //! `m20261128_000004_drop_current_indexes_on_duckdb`.)
 //!
-//! `state.rs` computes the same state from the log with one set-based
-//! statement, for [`ExposureRepository::verify`] and
+//! This file holds the engine-neutral part of writing (the fold, the
+//! counts, an ingestion's lifetime); each engine's part is in a file of its
+//! own, `duckdb_writer.rs` and `postgres_writer.rs`, behind one `Writer`
+//! chosen when a call starts. `state.rs` computes the same state from the
+//! log with one set-based statement, for [`ExposureRepository::verify`] and
 //! [`ExposureRepository::rebuild`]. `queries.rs` holds the quarantine and
 //! the dashboard queries, `types.rs` the public value types.
 
 mod append;
 mod check;
 mod columns;
+mod duckdb_writer;
 mod fold;
+mod postgres_writer;
 mod queries;
 mod stage;
 mod state;
@@ -58,15 +64,13 @@ pub use types::{
     UpsertedExposures,
 };
 
-use std::collections::HashSet;
-
 use duckdb::arrow::record_batch::RecordBatch;
 use infra::Engine;
 use sea_orm::ConnectionTrait;
-use sea_query::Alias;
 
-use self::append::LogAppend;
+use self::duckdb_writer::DuckDbWriter;
 use self::fold::Folder;
+use self::postgres_writer::PostgresWriter;
 use self::statements::{StageCurrent, StageIds, StageKeys, StageStored};
 use crate::db::Session;
 use crate::error::{Error, Result};
@@ -172,18 +176,13 @@ impl ExposureRepository {
     /// # Errors
     /// The database's error while preparing the staging tables.
     pub async fn ingestion<'s>(&self, session: &'s Session) -> Result<Ingestion<'s>> {
-        let log = start_appending(session).await?;
-        let transaction = match session.duckdb() {
-            Some(duckdb) => duckdb.transaction().await?,
-            None => None,
-        };
+        let mut writer = Writer::of(session);
+        writer.start_appending().await?;
         Ok(Ingestion {
             repo: *self,
             session,
+            writer,
             folder: Folder::default(),
-            log,
-            appending: None,
-            transaction,
             stats: IngestStats::default(),
             finished: false,
         })
@@ -223,43 +222,11 @@ impl ExposureRepository {
         session: &Session,
         events: &[ExposureEvent],
     ) -> Result<InsertedEvents> {
-        let Some(mut log) = start_appending(session).await? else {
-            let mut out = InsertedEvents::default();
-            let mut offset = 0;
-            for chunk in events.chunks(self.chunk_size) {
-                let new = insert_chunk(session, chunk).await?;
-                out.inserted += new.len() as u64;
-                out.skipped += (chunk.len() - new.len()) as u64;
-                out.new_positions
-                    .extend(new.into_iter().map(|i| offset + i));
-                offset += chunk.len();
-            }
-            drop_staging(session).await?;
-            return Ok(out);
-        };
-        let mut new_positions = Vec::new();
-        for (offset, chunk) in (0..)
-            .step_by(self.chunk_size)
-            .zip(events.chunks(self.chunk_size))
-        {
-            let new = log_new_events(&mut log, self.prepare(Engine::DuckDb, chunk.to_vec())?);
-            new_positions.extend(new.positions.iter().map(|i| offset + i));
-            append_to_log(session, new.into_parts()?.0).await?;
-        }
-        let repeats = log.stored_before(session).await?;
-        log.remove(session, &repeats).await?;
-        new_positions.retain(|&i| {
-            events
-                .get(i)
-                .is_some_and(|e| !repeats.contains(&e.event_id))
-        });
+        let mut writer = Writer::of(session);
+        writer.start_appending().await?;
+        let inserted = writer.insert_events(*self, events).await?;
         drop_staging(session).await?;
-        let inserted = new_positions.len();
-        Ok(InsertedEvents {
-            inserted: inserted as u64,
-            skipped: (events.len() - inserted) as u64,
-            new_positions,
-        })
+        Ok(inserted)
     }
 
     /// Merges `events` into `exposures_current` (whether or not they are in
@@ -274,12 +241,13 @@ impl ExposureRepository {
         session: &Session,
         events: &[ExposureEvent],
     ) -> Result<UpsertedExposures> {
-        create_staging(session).await?;
+        let writer = Writer::of(session);
+        writer.create_staging().await?;
         let mut folder = Folder::default();
         for e in events {
             folder.push(e.clone());
         }
-        let upserted = upsert_folded(session, ready_to_stage(session.engine(), folder)?).await?;
+        let upserted = writer.upsert_folded(folder).await?;
         drop_staging(session).await?;
         Ok(upserted)
     }
@@ -334,17 +302,10 @@ impl ExposureRepository {
 pub struct Ingestion<'s> {
     repo: ExposureRepository,
     session: &'s Session,
+    /// The engine's half of the work.
+    writer: Writer<'s>,
     /// The current state of every key touched so far, written by `finish`.
     folder: Folder,
-    /// DuckDB: what was appended to the audit log (looked up against the
-    /// stored log by `finish`, and checked after the commit).
-    log: Option<LogAppend>,
-    /// DuckDB: the append of the last chunk pushed, still running.
-    appending: Option<tokio::task::JoinHandle<Result<()>>>,
-    /// DuckDB: the unit of work's transaction, the only one the appends
-    /// may run in (an append still queued when the ingestion is dropped
-    /// and rolled back must not run in autocommit or in the next one).
-    transaction: Option<duckdb_adapter::Transaction>,
     stats: IngestStats,
     finished: bool,
 }
@@ -371,35 +332,6 @@ impl Ingestion<'_> {
         self.push_owned(events.to_vec()).await
     }
 
-    /// PostgreSQL's [`Ingestion::push`]: per chunk, the insert says which
-    /// events are new.
-    async fn push_postgres(&mut self, events: Vec<ExposureEvent>) -> Result<()> {
-        let mut events = events.into_iter();
-        loop {
-            let chunk: Vec<ExposureEvent> = events.by_ref().take(self.repo.chunk_size).collect();
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            let started = std::time::Instant::now();
-            let new = insert_chunk(self.session, &chunk).await?;
-            self.stats.events_inserted += new.len() as u64;
-            self.stats.events_skipped += (chunk.len() - new.len()) as u64;
-            let read = chunk.len();
-            let mut new_positions = new.iter().copied().peekable();
-            for (i, e) in chunk.into_iter().enumerate() {
-                if new_positions.next_if_eq(&i).is_some() {
-                    self.folder.push(e);
-                }
-            }
-            tracing::debug!(
-                events = read,
-                new = new.len(),
-                ms = started.elapsed().as_millis(),
-                "chunk ingested"
-            );
-        }
-    }
-
     /// As [`Ingestion::push`], taking the events (which saves a copy on
     /// DuckDB, where they move to the Appender).
     ///
@@ -416,70 +348,14 @@ impl Ingestion<'_> {
     /// # Errors
     /// As [`Ingestion::push`].
     pub async fn push_prepared(&mut self, chunk: PreparedChunk) -> Result<()> {
-        let Some(log) = &mut self.log else {
-            return self.push_postgres(chunk.events).await;
-        };
-        let started = std::time::Instant::now();
-        let read = chunk.len();
-        let new = log_new_events(log, chunk);
-        self.stats.events_inserted += new.events.len() as u64;
-        self.stats.events_skipped += (read - new.events.len()) as u64;
-        let appended = new.events.len();
-        let (batch, events) = new.into_parts()?;
-        let logged = started.elapsed();
-        // One append at a time, in order. The chunk was admitted while the
-        // previous one was appended; it is folded while it is appended.
-        self.appended().await?;
-        let waited = started.elapsed() - logged;
-        self.appending = Some(spawn_append(self.session, self.transaction, batch)?);
-        let folding = std::time::Instant::now();
-        for e in events {
-            self.folder.push(e);
-        }
-        tracing::debug!(
-            events = read,
-            new = appended,
-            log_ms = logged.as_millis(),
-            wait_ms = waited.as_millis(),
-            fold_ms = folding.elapsed().as_millis(),
-            "chunk ingested"
-        );
-        Ok(())
-    }
-
-    /// DuckDB: waits for the last append, then looks the appended ids up
-    /// among the stored ones (see `append.rs`) and takes those found out
-    /// of the log again; returns how many (0 on PostgreSQL).
-    async fn look_up_repeats(&mut self) -> Result<usize> {
-        self.appended().await?;
-        let Some(log) = &mut self.log else {
-            return Ok(0);
-        };
-        let started = std::time::Instant::now();
-        // What follows is set-based SQL, which DuckDB runs in parallel.
-        if let Some(duckdb) = self.session.duckdb() {
-            duckdb.restore_threads().await?;
-        }
-        let repeats = log.stored_before(self.session).await?;
-        log.remove(self.session, &repeats).await?;
-        self.stats.events_inserted -= repeats.len() as u64;
-        self.stats.events_skipped += repeats.len() as u64;
-        tracing::debug!(
-            stored_before = repeats.len(),
-            ms = started.elapsed().as_millis(),
-            "appended ids looked up"
-        );
-        Ok(repeats.len())
-    }
-
-    /// Waits for the append of the last chunk pushed (DuckDB).
-    async fn appended(&mut self) -> Result<()> {
-        match self.appending.take() {
-            Some(task) => task
-                .await
-                .map_err(|e| Error::Internal(format!("an append to the log failed: {e}")))?,
-            None => Ok(()),
-        }
+        self.writer
+            .push(
+                chunk,
+                self.repo.chunk_size,
+                &mut self.stats,
+                &mut self.folder,
+            )
+            .await
     }
 
     /// Writes the current state of every key touched and returns what the
@@ -506,32 +382,7 @@ impl Ingestion<'_> {
     pub async fn finish_checked(mut self) -> Result<(IngestStats, Option<Appended>)> {
         let started = std::time::Instant::now();
         let folder = std::mem::take(&mut self.folder);
-        let engine = self.session.engine();
-        // The folded rows become what is staged while DuckDB finishes the
-        // last append and looks the appended ids up.
-        let (repeats, staged) = tokio::join!(self.look_up_repeats(), async {
-            ready_to_stage(engine, folder)
-        });
-        let from_log = match (repeats?, &self.log) {
-            (0, _) | (_, None) => None,
-            (_, Some(log)) => Some(log.first_rowid),
-        };
-        tracing::debug!(
-            ms = started.elapsed().as_millis(),
-            "log appended and looked up"
-        );
-        let upserted = match from_log {
-            None => upsert_folded(self.session, staged?).await?,
-            Some(first_rowid) => {
-                self.session
-                    .execute(&statements::clear(StageCurrent::Table))
-                    .await?;
-                self.session
-                    .execute_raw(state::stage_state_of_appended(first_rowid))
-                    .await?;
-                merge_staged(self.session).await?
-            }
-        };
+        let (upserted, appended) = self.writer.finish(folder, &mut self.stats).await?;
         drop_staging(self.session).await?;
         self.finished = true;
         tracing::debug!(
@@ -545,116 +396,106 @@ impl Ingestion<'_> {
             exposures_updated: upserted.updated,
             ..self.stats
         };
-        let appended = self.log.take().map(|log| Appended {
-            events_before: log.events_before,
-            first_rowid: log.first_rowid,
-            ids: log.ids,
-        });
         Ok((stats, appended))
     }
 }
 
-/// Events of a chunk not appended before in the unit of work, with their
-/// keys, positions in the chunk and, when they are the whole chunk, its
-/// prepared record batch.
-#[derive(Debug, Default)]
-struct NewEvents {
-    events: Vec<ExposureEvent>,
-    keys: Vec<u64>,
-    positions: Vec<usize>,
-    batch: Option<RecordBatch>,
+/// The engine's half of a call that writes events, chosen once, when the
+/// call starts: DuckDB appends to the audit log with the Appender and looks
+/// the ids up when the call ends (`duckdb_writer.rs`), PostgreSQL inserts
+/// what is new (`postgres_writer.rs`).
+#[derive(Debug)]
+enum Writer<'s> {
+    /// Boxed: it holds the log's bookkeeping, PostgreSQL's only the session.
+    DuckDb(Box<DuckDbWriter<'s>>),
+    Postgres(PostgresWriter<'s>),
 }
 
-impl NewEvents {
-    /// The record batch to append (the prepared one, or one built from the
-    /// events kept) and the events.
-    fn into_parts(self) -> Result<(RecordBatch, Vec<ExposureEvent>)> {
-        let batch = match self.batch {
-            Some(batch) => batch,
-            None => columns::events(&self.events, &self.keys)?,
-        };
-        Ok((batch, self.events))
-    }
-}
-
-/// Keeps the events of `chunk` whose ids `log` has not appended yet (and
-/// records them as appended).
-fn log_new_events(log: &mut LogAppend, chunk: PreparedChunk) -> NewEvents {
-    let PreparedChunk {
-        events,
-        keys,
-        batch,
-    } = chunk;
-    let read = events.len();
-    let mut new = NewEvents::default();
-    for (position, e) in events.into_iter().enumerate() {
-        let key = keys
-            .get(position)
-            .copied()
-            .unwrap_or_else(|| append::event_key(&e.event_id));
-        if log.admit(&e.event_id, key) {
-            new.events.push(e);
-            new.keys.push(key);
-            new.positions.push(position);
+impl<'s> Writer<'s> {
+    /// The writer of `session`'s engine.
+    fn of(session: &'s Session) -> Self {
+        match session.duckdb() {
+            Some(duckdb) => Self::DuckDb(Box::new(DuckDbWriter::new(session, duckdb))),
+            None => Self::Postgres(PostgresWriter::new(session)),
         }
     }
-    // A batch holds the whole chunk; with events left out it is rebuilt.
-    new.batch = batch.filter(|_| new.events.len() == read);
-    new
-}
 
-/// Appends `batch` (events and their keys) to `exposure_events` (DuckDB).
-async fn append_to_log(session: &Session, batch: RecordBatch) -> Result<()> {
-    let Some(duckdb) = session.duckdb() else {
-        return Err(Error::Internal(
-            "the DuckDB append ran on PostgreSQL".into(),
-        ));
-    };
-    duckdb
-        .with_raw(move |conn| append::append_batch(conn, batch))
-        .await?;
-    Ok(())
-}
-
-/// As [`append_to_log`], as a task of its own, inside `transaction` only:
-/// statements sent on the session meanwhile may run before it, so the
-/// caller awaits it before its next statement.
-fn spawn_append(
-    session: &Session,
-    transaction: Option<duckdb_adapter::Transaction>,
-    batch: RecordBatch,
-) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let (Some(duckdb), Some(transaction)) = (session.duckdb(), transaction) else {
-        return Err(Error::Internal(
-            "an append to the log ran outside a DuckDB unit of work".into(),
-        ));
-    };
-    let conn = duckdb.clone();
-    Ok(tokio::spawn(async move {
-        conn.with_raw_in(transaction, move |conn| append::append_batch(conn, batch))
-            .await?;
-        Ok(())
-    }))
-}
-
-/// Prepares a unit of work to write events: on DuckDB, takes the write
-/// turn, creates the staging tables and starts a [`LogAppend`] (returned);
-/// on PostgreSQL creates the staging table (`None`).
-async fn start_appending(session: &Session) -> Result<Option<LogAppend>> {
-    session.take_write_turn().await;
-    create_staging(session).await?;
-    match session.duckdb() {
-        Some(duckdb) => {
-            // One DuckDB thread while appending, the instance's count again
-            // from `finish` on (see `DuckDbConnection::limit_threads`).
-            duckdb.limit_threads(1).await?;
-            Ok(Some(LogAppend::start(session).await?))
+    /// Creates the staging tables ([`drop_staging`] drops them).
+    async fn create_staging(&self) -> Result<()> {
+        match self {
+            Self::DuckDb(w) => w.create_staging().await,
+            Self::Postgres(w) => w.create_staging().await,
         }
-        None => Ok(None),
+    }
+
+    /// Prepares the unit of work to write events: creates the staging
+    /// tables and, on DuckDB, takes the write turn and starts a
+    /// [`LogAppend`](append::LogAppend).
+    async fn start_appending(&mut self) -> Result<()> {
+        match self {
+            Self::DuckDb(w) => w.start_appending().await,
+            Self::Postgres(w) => w.create_staging().await,
+        }
+    }
+
+    /// Writes the new events of `chunk` to the audit log (PostgreSQL: in
+    /// chunks of `chunk_size`), counts them in `stats` and folds them into
+    /// `folder`.
+    async fn push(
+        &mut self,
+        chunk: PreparedChunk,
+        chunk_size: usize,
+        stats: &mut IngestStats,
+        folder: &mut Folder,
+    ) -> Result<()> {
+        match self {
+            Self::DuckDb(w) => w.push(chunk, stats, folder).await,
+            Self::Postgres(w) => w.push(chunk.events, chunk_size, stats, folder).await,
+        }
+    }
+
+    /// Writes the current state of the keys in `folder` at the end of an
+    /// ingestion; returns what it wrote and (DuckDB) what was appended to
+    /// the audit log.
+    async fn finish(
+        &mut self,
+        folder: Folder,
+        stats: &mut IngestStats,
+    ) -> Result<(UpsertedExposures, Option<Appended>)> {
+        match self {
+            Self::DuckDb(w) => {
+                let (upserted, appended) = w.finish(folder, stats).await?;
+                Ok((upserted, Some(appended)))
+            }
+            Self::Postgres(w) => Ok((w.upsert_folded(folder.finish()).await?, None)),
+        }
+    }
+
+    /// [`ExposureRepository::batch_insert_events`], in `repo`'s chunks.
+    async fn insert_events(
+        &mut self,
+        repo: ExposureRepository,
+        events: &[ExposureEvent],
+    ) -> Result<InsertedEvents> {
+        match self {
+            Self::DuckDb(w) => w.insert_events(repo, events).await,
+            Self::Postgres(w) => w.insert_events(repo.chunk_size, events).await,
+        }
+    }
+
+    /// Stages the rows of `folder` and merges them into `exposures_current`.
+    async fn upsert_folded(&self, folder: Folder) -> Result<UpsertedExposures> {
+        match self {
+            Self::DuckDb(w) => {
+                w.upsert_folded(duckdb_writer::ready_to_stage(folder)?)
+                    .await
+            }
+            Self::Postgres(w) => w.upsert_folded(folder.finish()).await,
+        }
     }
 }
 
-/// Drops what [`create_staging`] created (see
+/// Drops what [`Writer::create_staging`] created (see
 /// [`statements::drop_temporary`]).
 async fn drop_staging(session: &Session) -> Result<()> {
     session
@@ -672,227 +513,7 @@ async fn drop_staging(session: &Session) -> Result<()> {
     Ok(())
 }
 
-async fn create_staging(session: &Session) -> Result<()> {
-    session.execute(&statements::create_stage_current()).await?;
-    if session.engine() == Engine::DuckDb {
-        session.execute(&statements::create_stage_ids()).await?;
-        session.execute(&statements::create_stage_keys()).await?;
-    }
-    Ok(())
-}
-
-/// Fills the (emptied) temporary staging table `table` with `rows` with
-/// multi-row inserts (PostgreSQL; DuckDB uses the Appender, see `stage.rs`).
-async fn stage_rows<R: stage::Row>(
-    session: &Session,
-    table: &'static str,
-    rows: Vec<R>,
-) -> Result<()> {
-    for batch in stage::postgres_batches(rows) {
-        let insert = statements::insert_rows(Alias::new(table), batch).map_err(internal)?;
-        session.execute(&insert).await?;
-    }
-    Ok(())
-}
-
 /// A statement that could not be built: a bug, not a database error.
 fn internal(e: sea_query::error::Error) -> Error {
     Error::Internal(e.to_string())
-}
-
-/// Writes the chunk's events that are not stored yet to `exposure_events`
-/// (PostgreSQL, where the insert itself says which ids were new); returns
-/// their positions within the chunk.
-async fn insert_chunk(session: &Session, chunk: &[ExposureEvent]) -> Result<Vec<usize>> {
-    let mut seen: HashSet<&str> = HashSet::with_capacity(chunk.len());
-    let candidates: Vec<usize> = (0..chunk.len())
-        .filter(|&i| seen.insert(chunk[i].event_id.as_str()))
-        .collect();
-    let rows = candidates.iter().map(|&i| &chunk[i]).collect();
-    let mut inserted: HashSet<String> = HashSet::with_capacity(candidates.len());
-    for batch in stage::postgres_batches(rows) {
-        let insert = statements::insert_new_events(batch).map_err(internal)?;
-        for row in session.query_all(&insert).await? {
-            inserted.insert(row.try_get("", "event_id")?);
-        }
-    }
-    Ok(candidates
-        .into_iter()
-        .filter(|&i| inserted.contains(&chunk[i].event_id))
-        .collect())
-}
-
-/// The folded rows, ready to be staged by [`upsert_folded`].
-enum Staged {
-    /// DuckDB: one record batch for the Appender.
-    Batch(RecordBatch),
-    /// PostgreSQL: the rows, staged in batches.
-    Rows(Vec<fold::Folded>),
-}
-
-/// The rows of `folder`, as `engine` stages them.
-fn ready_to_stage(engine: Engine, folder: Folder) -> Result<Staged> {
-    let folded = folder.finish();
-    Ok(match engine {
-        Engine::DuckDb => Staged::Batch(columns::current(&folded)?),
-        Engine::Postgres => Staged::Rows(folded),
-    })
-}
-
-/// Folded rows staged per batch on PostgreSQL (see [`upsert_folded`]).
-const STAGE_BATCH: usize = 5_000;
-
-/// Writes the folded rows to `exposures_current`: stages them once, then
-/// merges them in place with one upsert (`statements::upsert_current`).
-/// (Deleting the stored rows and inserting the merged ones instead made
-/// DuckDB 2.0.0 corrupt its in-memory segments; see the README's
-/// *Reliability* section.)
-async fn upsert_folded(session: &Session, staged: Staged) -> Result<UpsertedExposures> {
-    let rows = match staged {
-        Staged::Batch(batch) if batch.num_rows() == 0 => return Ok(UpsertedExposures::default()),
-        Staged::Rows(rows) if rows.is_empty() => return Ok(UpsertedExposures::default()),
-        Staged::Batch(batch) => {
-            session
-                .execute(&statements::clear(StageCurrent::Table))
-                .await?;
-            let Some(duckdb) = session.duckdb() else {
-                return Err(Error::Internal(
-                    "a DuckDB batch staged on PostgreSQL".into(),
-                ));
-            };
-            let started = std::time::Instant::now();
-            duckdb
-                .with_raw(move |conn| stage::append_current(conn, batch))
-                .await?;
-            tracing::debug!(ms = started.elapsed().as_millis(), "folded rows staged");
-            return merge_staged(session).await;
-        }
-        Staged::Rows(rows) => rows,
-    };
-    session
-        .execute(&statements::clear(StageCurrent::Table))
-        .await?;
-    // PostgreSQL: in batches, each statement's typed values built from the
-    // folds as the statement is (`statements::insert_rows`): a row of typed
-    // values takes several times the memory of the fold, and a file can
-    // touch 100k keys.
-    let mut folded = rows.into_iter();
-    loop {
-        let rows: Vec<_> = folded.by_ref().take(STAGE_BATCH).collect();
-        if rows.is_empty() {
-            break;
-        }
-        stage_rows(session, "stage_current", rows).await?;
-    }
-    merge_staged(session).await
-}
-
-/// Merges the rows of `stage_current` into `exposures_current` with one
-/// upsert (`statements::upsert_current`); returns how many keys it
-/// inserted and updated.
-async fn merge_staged(session: &Session) -> Result<UpsertedExposures> {
-    let count = async |query: &sea_query::SelectStatement| -> Result<u64> {
-        let n = session
-            .query_one(query)
-            .await?
-            .map(|row| row.try_get::<i64>("", "n"))
-            .transpose()?
-            .unwrap_or(0);
-        Ok(u64::try_from(n).unwrap_or(0))
-    };
-    match session.engine() {
-        Engine::DuckDb => {
-            let started = std::time::Instant::now();
-            let staged = count(&statements::count_staged_keys()).await?;
-            if staged <= SMALL_MERGE {
-                return merge_small(session, staged).await;
-            }
-            let stored = count(&statements::count_stored_keys()).await?;
-            let counted = started.elapsed();
-            let upsert = statements::upsert_current(false).map_err(internal)?;
-            session.execute(&upsert).await?;
-            tracing::debug!(
-                count_ms = counted.as_millis(),
-                upsert_ms = (started.elapsed() - counted).as_millis(),
-                "staged rows merged"
-            );
-            Ok(UpsertedExposures {
-                inserted: staged.saturating_sub(stored),
-                updated: stored,
-            })
-        }
-        Engine::Postgres => {
-            // Another writer may insert a key between a count and the
-            // upsert: the upsert itself says what it inserted.
-            let upsert = statements::upsert_current(true).map_err(internal)?;
-            let mut out = UpsertedExposures::default();
-            for row in session.query_all(&upsert).await? {
-                if row.try_get::<bool>("", "inserted")? {
-                    out.inserted += 1;
-                } else {
-                    out.updated += 1;
-                }
-            }
-            Ok(out)
-        }
-    }
-}
-
-/// Staged keys up to which DuckDB merges with [`merge_small`] rather than
-/// the upsert (see the README's performance section for the measurements).
-const SMALL_MERGE: u64 = 20_000;
-
-/// DuckDB's merge of a few staged keys. DuckDB runs the upsert
-/// ([`statements::upsert_current`]) as a join that reads every column of
-/// every stored row, and rewrites all 33 merged columns of each stored key
-/// it touches, changed or not: a cost that grows with `exposures_current`,
-/// not with the batch. This instead copies the stored rows of the staged
-/// keys (reading the other rows' key columns only), asks which columns the
-/// merge changes, updates only those, in the rows where they change, and
-/// inserts the keys not stored yet. Same rule, same result; for a
-/// 1,000-key batch into 100,000 stored keys about a third of the upsert's
-/// time. For large batches the one upsert is faster.
-async fn merge_small(session: &Session, staged: u64) -> Result<UpsertedExposures> {
-    let started = std::time::Instant::now();
-    session.execute(&statements::create_stage_stored()).await?;
-    session
-        .execute(&statements::clear(StageStored::Table))
-        .await?;
-    let stored = session
-        .execute(&statements::copy_stored_of_staged().map_err(internal)?)
-        .await?
-        .rows_affected();
-    let mut changed = Vec::new();
-    if stored > 0 {
-        // Planning this query costs DuckDB some 40 ms (33 merge
-        // expressions): skipped when no staged key is stored.
-        let (query, columns) = statements::changed_columns();
-        let row = session
-            .query_one(&query)
-            .await?
-            .ok_or_else(|| Error::Internal("the changed-columns query returned no row".into()))?;
-        for c in columns {
-            if row.try_get::<Option<bool>>("", sea_orm::IdenStatic::as_str(&c))? == Some(true) {
-                changed.push(c);
-            }
-        }
-    }
-    if !changed.is_empty() {
-        session
-            .execute(&statements::update_changed(&changed))
-            .await?;
-    }
-    session
-        .execute(&statements::insert_unstored().map_err(internal)?)
-        .await?;
-    tracing::debug!(
-        stored,
-        changed_columns = changed.len(),
-        ms = started.elapsed().as_millis(),
-        "staged rows merged (small batch)"
-    );
-    Ok(UpsertedExposures {
-        inserted: staged.saturating_sub(stored),
-        updated: stored,
-    })
 }

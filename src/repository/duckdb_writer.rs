@@ -9,11 +9,12 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb_adapter::DuckDbConnection;
 use infra::Engine;
 use sea_orm::ConnectionTrait;
+use sea_query::IntoIden;
 
 use super::append::{self, LogAppend};
 use super::check::Appended;
 use super::fold::Folder;
-use super::statements::{self, StageCurrent, StageStored};
+use super::statements::{self, StageCurrent, StageIds, StageKeys, StageStored};
 use super::{
     ExposureRepository, IngestStats, InsertedEvents, PreparedChunk, UpsertedExposures, columns,
     internal, stage, state,
@@ -56,6 +57,22 @@ impl<'s> DuckDbWriter<'s> {
         session.execute(&statements::create_stage_current()).await?;
         session.execute(&statements::create_stage_ids()).await?;
         session.execute(&statements::create_stage_keys()).await?;
+        Ok(())
+    }
+
+    /// Drops what [`DuckDbWriter::create_staging`] and [`merge_small`]
+    /// created (see [`statements::drop_temporary`]).
+    pub(super) async fn drop_staging(&self) -> Result<()> {
+        for table in [
+            StageCurrent::Table.into_iden(),
+            StageIds::Table.into_iden(),
+            StageKeys::Table.into_iden(),
+            StageStored::Table.into_iden(),
+        ] {
+            self.session
+                .execute(&statements::drop_temporary(table))
+                .await?;
+        }
         Ok(())
     }
 
@@ -218,8 +235,7 @@ impl<'s> DuckDbWriter<'s> {
 
     /// Writes the folded rows (see [`ready_to_stage`]) to
     /// `exposures_current`: stages them once with the Appender, then merges
-    /// them in place with one upsert (`statements::upsert_current`).
-    /// (Deleting the stored rows and inserting the merged ones instead made
+    /// them in place ([`merge_staged`]). (Deleting the stored rows and inserting the merged ones instead made
     /// DuckDB 2.0.0 corrupt its in-memory segments; see the README's
     /// *Reliability* section.)
     pub(super) async fn upsert_folded(&self, batch: RecordBatch) -> Result<UpsertedExposures> {
@@ -245,9 +261,10 @@ pub(super) fn ready_to_stage(folder: Folder) -> Result<RecordBatch> {
     Ok(columns::current(&folded)?)
 }
 
-/// Merges the rows of `stage_current` into `exposures_current` with one
-/// upsert (`statements::upsert_current`); returns how many keys it
-/// inserted and updated.
+/// Merges the rows of `stage_current` into `exposures_current`: up to
+/// [`SMALL_MERGE`] keys with [`merge_small`], more with one upsert
+/// (`statements::upsert_current`); returns how many keys it inserted and
+/// updated.
 async fn merge_staged(session: &Session) -> Result<UpsertedExposures> {
     let count = async |query: &sea_query::SelectStatement| -> Result<u64> {
         let n = session

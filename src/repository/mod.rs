@@ -66,12 +66,10 @@ pub use types::{
 
 use duckdb::arrow::record_batch::RecordBatch;
 use infra::Engine;
-use sea_orm::ConnectionTrait;
 
 use self::duckdb_writer::DuckDbWriter;
 use self::fold::Folder;
 use self::postgres_writer::PostgresWriter;
-use self::statements::{StageCurrent, StageIds, StageKeys, StageStored};
 use crate::db::Session;
 use crate::error::{Error, Result};
 use crate::event::ExposureEvent;
@@ -225,7 +223,7 @@ impl ExposureRepository {
         let mut writer = Writer::of(session);
         writer.start_appending().await?;
         let inserted = writer.insert_events(*self, events).await?;
-        drop_staging(session).await?;
+        writer.drop_staging().await?;
         Ok(inserted)
     }
 
@@ -248,7 +246,7 @@ impl ExposureRepository {
             folder.push(e.clone());
         }
         let upserted = writer.upsert_folded(folder).await?;
-        drop_staging(session).await?;
+        writer.drop_staging().await?;
         Ok(upserted)
     }
 
@@ -383,7 +381,7 @@ impl Ingestion<'_> {
         let started = std::time::Instant::now();
         let folder = std::mem::take(&mut self.folder);
         let (upserted, appended) = self.writer.finish(folder, &mut self.stats).await?;
-        drop_staging(self.session).await?;
+        self.writer.drop_staging().await?;
         self.finished = true;
         tracing::debug!(
             inserted = upserted.inserted,
@@ -420,7 +418,7 @@ impl<'s> Writer<'s> {
         }
     }
 
-    /// Creates the staging tables ([`drop_staging`] drops them).
+    /// Creates the staging tables ([`Writer::drop_staging`] drops them).
     async fn create_staging(&self) -> Result<()> {
         match self {
             Self::DuckDb(w) => w.create_staging().await,
@@ -483,6 +481,14 @@ impl<'s> Writer<'s> {
         }
     }
 
+    /// Drops the staging tables at the end of a call.
+    async fn drop_staging(&self) -> Result<()> {
+        match self {
+            Self::DuckDb(w) => w.drop_staging().await,
+            Self::Postgres(w) => w.drop_staging().await,
+        }
+    }
+
     /// Stages the rows of `folder` and merges them into `exposures_current`.
     async fn upsert_folded(&self, folder: Folder) -> Result<UpsertedExposures> {
         match self {
@@ -493,24 +499,6 @@ impl<'s> Writer<'s> {
             Self::Postgres(w) => w.upsert_folded(folder.finish()).await,
         }
     }
-}
-
-/// Drops what [`Writer::create_staging`] created (see
-/// [`statements::drop_temporary`]).
-async fn drop_staging(session: &Session) -> Result<()> {
-    session
-        .execute(&statements::drop_temporary(StageCurrent::Table))
-        .await?;
-    session
-        .execute(&statements::drop_temporary(StageIds::Table))
-        .await?;
-    session
-        .execute(&statements::drop_temporary(StageKeys::Table))
-        .await?;
-    session
-        .execute(&statements::drop_temporary(StageStored::Table))
-        .await?;
-    Ok(())
 }
 
 /// A statement that could not be built: a bug, not a database error.

@@ -39,6 +39,15 @@ impl<'s> PostgresWriter<'s> {
         Ok(())
     }
 
+    /// Drops what [`PostgresWriter::create_staging`] created (see
+    /// [`statements::drop_temporary`]).
+    pub(super) async fn drop_staging(&self) -> Result<()> {
+        self.session
+            .execute(&statements::drop_temporary(StageCurrent::Table))
+            .await?;
+        Ok(())
+    }
+
     /// [`Ingestion::push`](super::Ingestion::push): per chunk of
     /// `chunk_size`, the insert says which events are new, and those are
     /// folded into `folder`.

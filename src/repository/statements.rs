@@ -357,12 +357,7 @@ pub(crate) fn count_stored_keys() -> SelectStatement {
     Query::select()
         .expr_as(Func::count(Expr::col(sea_query::Asterisk)), Alias::new("n"))
         .from(stage)
-        .inner_join(
-            cur,
-            Expr::col((stage, Cur::OfficeId))
-                .equals((cur, Cur::OfficeId))
-                .and(Expr::col((stage, Cur::ExposureId)).equals((cur, Cur::ExposureId))),
-        )
+        .inner_join(cur, same_key(stage, cur))
         .to_owned()
 }
 
@@ -646,6 +641,16 @@ mod tests {
         );
         assert!(values.0.is_empty());
         Ok(())
+    }
+
+    #[test]
+    fn stored_keys_are_counted_by_the_whole_key() {
+        let (sql, values) = count_stored_keys().build(PostgresQueryBuilder);
+        assert_eq!(
+            sql,
+            r#"SELECT COUNT(*) AS "n" FROM "stage_current" INNER JOIN "exposures_current" ON "stage_current"."office_id" = "exposures_current"."office_id" AND "stage_current"."exposure_id" = "exposures_current"."exposure_id""#
+        );
+        assert!(values.0.is_empty());
     }
 
     #[test]
